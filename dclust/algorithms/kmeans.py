@@ -1,0 +1,321 @@
+"""k-means as passes: sampling init (k-means||, k-means++, random) and Lloyd iterations.
+
+Every function here drives passes of :mod:`dclust.reductions.engine`; one pass is one
+computation on the cluster, and only the small merged statistics reach the client.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..exceptions import DataError, DclustValueError, EmptyClusterWarning
+from ..kernels.datastats import data_stats_combine, data_stats_partial
+from ..kernels.lloyd import lloyd_partial
+from ..kernels.sampling import reservoir_partial
+from ..kernels.seeding import kmeans_parallel, kmeans_plusplus
+from ..reductions.engine import Aggregation, row_offsets, run_pass
+from ..reductions.monoids import fields_combine, top_combine
+from ..runtime.progress import Progress
+
+__all__ = [
+    "KMeansResult",
+    "kmeans_fit",
+    "lloyd_aggregation",
+    "data_stats_aggregation",
+    "sample_rows",
+    "check_data_stats",
+    "default_init_size",
+    "N_FAR",
+]
+
+# Far rows kept per pass for relocating empty clusters.
+N_FAR = 32
+
+_LLOYD_SUMS = ("sums", "weights", "inertia")
+_FAR_KEYS = ("far_dist", "far_row", "far_x", "far_label", "far_weight")
+
+
+def _lloyd_chunk(X, w, ctx, centers, n_far):
+    return lloyd_partial(X, centers, w, n_far=n_far, row_offset=ctx.row_offset)
+
+
+def _lloyd_combine(parts, n_far):
+    return fields_combine(parts, sums=_LLOYD_SUMS, top=(n_far, "far_dist", _FAR_KEYS, "far_row"))
+
+
+class _LloydCombine:
+    """Picklable ``combine`` bound to a number of far rows."""
+
+    def __init__(self, n_far):
+        self.n_far = n_far
+
+    def __call__(self, parts):
+        return _lloyd_combine(parts, self.n_far)
+
+
+def lloyd_aggregation(centers, n_far=N_FAR):
+    """The fused Lloyd statistics of one pass, for the given centres."""
+    n_far = int(min(n_far, centers.shape[0]))
+    return Aggregation("kmeans-lloyd", _lloyd_chunk, _LloydCombine(n_far)).bind(
+        np.ascontiguousarray(centers, dtype=np.float64), n_far
+    )
+
+
+def _data_chunk(X, w, ctx):
+    return data_stats_partial(X, w, row_offset=ctx.row_offset)
+
+
+def data_stats_aggregation():
+    """Finiteness, weights and per-feature moments, folded into a first pass."""
+    return Aggregation("data-stats", _data_chunk, data_stats_combine)
+
+
+class _SampleChunk:
+    def __init__(self, m, seed, n_total):
+        self.m, self.seed, self.n_total = m, seed, n_total
+
+    def __call__(self, X, w, ctx):
+        cap = min(self.m, int(2 * self.m * ctx.n_rows / max(self.n_total, 1)) + 64 + self.m // 64)
+        return reservoir_partial(
+            X, w, self.m, self.seed, block_id=ctx.block_id, row_offset=ctx.row_offset, cap=cap
+        )
+
+
+class _SampleCombine:
+    def __init__(self, m):
+        self.m = m
+
+    def __call__(self, parts):
+        return top_combine(parts, self.m, "key", ("key", "row", "x", "weight"), "row")
+
+
+def sample_aggregation(m, seed, n_total):
+    """A weighted sample of ``m`` rows without replacement (A-Res, seeded per chunk)."""
+    return Aggregation("sample-rows", _SampleChunk(m, seed, n_total), _SampleCombine(m))
+
+
+def check_data_stats(stats, X):
+    """Raise on non-finite values or bad weights found by the first pass."""
+    offsets = row_offsets(X.chunks[0])
+    if stats["n_nonfinite"]:
+        row = int(stats["first_nonfinite"])
+        chunk = int(np.searchsorted(offsets, row, side="right") - 1)
+        raise DataError(
+            f"X contains {stats['n_nonfinite']:,} non-finite values (first in chunk {chunk}, "
+            f"row {row:,}). Clean the data first, for example keep the rows where "
+            "da.isfinite(X).all(axis=1)."
+        )
+    if stats["n_bad_weight"]:
+        row = int(stats["first_bad_weight"])
+        raise DclustValueError(
+            f"sample_weight has {stats['n_bad_weight']:,} negative or non-finite values "
+            f"(first at row {row:,}); weights must be finite and >= 0."
+        )
+
+
+def default_init_size(n_samples, n_clusters):
+    """Rows the seeding runs on: all of them for small data, else a uniform sample."""
+    return int(min(n_samples, max(100_000, 64 * n_clusters)))
+
+
+def sample_rows(X, w, m, seed, *, split_every=None, with_data_stats=True):
+    """One pass drawing ``m`` rows (weighted, without replacement); also checks the data.
+
+    Returns
+    -------
+    sample : dict with ``x`` (rows), ``row`` (global indices), ``weight``.
+    data_stats : dict or None
+    """
+    aggs = {"sample": sample_aggregation(m, seed, X.shape[0])}
+    if with_data_stats:
+        aggs["data"] = data_stats_aggregation()
+    res = run_pass(X, aggs, sample_weight=w, split_every=split_every, name="kmeans-sample")
+    if with_data_stats:
+        check_data_stats(res["data"], X)
+    return res["sample"], res.get("data")
+
+
+@dataclass
+class KMeansResult:
+    centers: np.ndarray
+    inertia: float
+    n_iter: int
+    converged: bool
+    n_passes: int
+    init_inertia: float
+    n_nonempty: int
+    data_stats: dict = field(repr=False, default=None)
+    timings: dict = field(default_factory=dict)
+
+
+def _tolerance(data_stats, tol):
+    if tol == 0:
+        return 0.0
+    var = data_stats["m2"] / max(data_stats["count"], 1)
+    return float(np.mean(var) * tol)
+
+
+def init_centers(X, w, n_clusters, init, seed, *, init_size=None, oversampling_factor=2.0,
+                 n_rounds=5, split_every=None):
+    """Initial centres, plus the data statistics when the init made the first pass.
+
+    Returns
+    -------
+    centers : ndarray of shape (n_clusters, n_features), float64
+    data_stats : dict or None
+    n_passes : int
+    """
+    n, d = X.shape
+    if not isinstance(init, str):
+        C = np.asarray(init, dtype=np.float64)
+        if C.shape != (n_clusters, d):
+            raise DclustValueError(
+                f"init has shape {C.shape}; an init array must have shape (n_clusters, n_features) "
+                f"= ({n_clusters}, {d})."
+            )
+        if not np.isfinite(C).all():
+            raise DclustValueError("init contains NaN or infinite values; every initial centre must be finite.")
+        return C.copy(), None, 0
+    rng = np.random.default_rng([seed, 7])
+    if init == "random":
+        m = n_clusters
+    else:
+        m = int(init_size) if init_size is not None else default_init_size(n, n_clusters)
+        m = max(min(m, n), n_clusters)
+    sample, data_stats = sample_rows(X, w, m, seed, split_every=split_every)
+    rows = np.ascontiguousarray(sample["x"])
+    if rows.shape[0] < n_clusters:
+        raise DclustValueError(
+            f"Only {rows.shape[0]} rows have a positive sample_weight, fewer than "
+            f"n_clusters={n_clusters}."
+        )
+    ones = np.ones(rows.shape[0])
+    if init == "random":
+        C = rows[:n_clusters].astype(np.float64)
+    elif init == "k-means++":
+        C, _ = kmeans_plusplus(rows, n_clusters, ones, rng)
+    else:
+        C, _ = kmeans_parallel(
+            rows, n_clusters, ones, rng, oversampling_factor=oversampling_factor, n_rounds=n_rounds
+        )
+    return np.ascontiguousarray(C, dtype=np.float64), data_stats, 1
+
+
+def _update_centers(stats, centers):
+    """New centres from Lloyd statistics, moving empty clusters to far rows (as scikit-learn)."""
+    sums = stats["sums"].copy()
+    wsum = stats["weights"].copy()
+    empty = np.flatnonzero(wsum <= 0)
+    moved = 0
+    if empty.size:
+        far_x, far_w, far_lab = stats["far_x"], stats["far_weight"], stats["far_label"]
+        for j, new_id in enumerate(empty[: far_x.shape[0]]):
+            x, wf, old = far_x[j], far_w[j], int(far_lab[j])
+            if wf <= 0:
+                continue
+            sums[old] -= x * wf
+            wsum[old] -= wf
+            sums[new_id] = x * wf
+            wsum[new_id] = wf
+            moved += 1
+    new = centers.copy()
+    nz = wsum > 0
+    new[nz] = sums[nz] / wsum[nz, None]
+    return new, int(empty.size), moved
+
+
+def kmeans_fit(X, w, n_clusters, *, init="k-means||", max_iter=300, tol=1e-4, seed=0,
+               init_size=None, oversampling_factor=2.0, n_init_rounds=5, split_every=None,
+               progress=None, data_stats=None):
+    """One k-means run (init + Lloyd) over a row-chunked dask array.
+
+    Parameters
+    ----------
+    X : dask.array.Array, row-chunked, float.
+    w : dask.array.Array or None, chunked like X's rows.
+    n_clusters : int
+    init : {"k-means||", "k-means++", "random"} or ndarray
+    max_iter : int
+    tol : float
+        Relative to the mean per-feature variance, as in scikit-learn.
+    seed : int
+    data_stats : dict, optional
+        Statistics from an earlier pass (skips folding them into this run's first pass).
+
+    Returns
+    -------
+    KMeansResult
+    """
+    progress = progress or Progress("KMeans", enabled=False)
+    t0 = time.perf_counter()
+    centers, stats0, n_passes = init_centers(
+        X, w, n_clusters, init, seed, init_size=init_size,
+        oversampling_factor=oversampling_factor, n_rounds=n_init_rounds, split_every=split_every,
+    )
+    data_stats = data_stats or stats0
+    t_init = time.perf_counter() - t0
+    if n_passes:
+        progress.update("init", init if isinstance(init, str) else "array")
+    tol_abs = None if data_stats is None else _tolerance(data_stats, tol)
+    converged = False
+    shift = math.inf
+    init_inertia = math.nan
+    inertia = math.nan
+    n_iter = 0
+    n_empty_total = 0
+    last = None
+    for it in range(max_iter):
+        aggs = {"lloyd": lloyd_aggregation(centers)}
+        if data_stats is None:
+            aggs["data"] = data_stats_aggregation()
+        res = run_pass(X, aggs, sample_weight=w, split_every=split_every, name="kmeans-lloyd")
+        n_passes += 1
+        if "data" in res:
+            check_data_stats(res["data"], X)
+            data_stats = res["data"]
+            tol_abs = _tolerance(data_stats, tol)
+        last = res["lloyd"]
+        inertia = float(last["inertia"])
+        if it == 0:
+            init_inertia = inertia
+        new, n_empty, _ = _update_centers(last, centers)
+        n_empty_total += n_empty
+        shift = float(((new - centers) ** 2).sum())
+        centers = new
+        n_iter = it + 1
+        progress.update("iter", n_iter, inertia=inertia, shift=shift)
+        if shift <= tol_abs:
+            converged = True
+            break
+    if n_empty_total:
+        warnings.warn(
+            f"{n_empty_total} empty cluster(s) over the fit were moved to the points farthest "
+            "from their centres.",
+            EmptyClusterWarning,
+            stacklevel=3,
+        )
+    if not (converged and shift == 0.0):
+        # Inertia and cluster sizes of the final centres (scikit-learn's last E-step).
+        last = run_pass(X, {"lloyd": lloyd_aggregation(centers, 0)}, sample_weight=w,
+                        split_every=split_every, name="kmeans-inertia")["lloyd"]
+        n_passes += 1
+        inertia = float(last["inertia"])
+    n_nonempty = int((last["weights"] > 0).sum())
+    return KMeansResult(
+        centers=centers,
+        inertia=inertia,
+        n_iter=n_iter,
+        converged=converged,
+        n_passes=n_passes,
+        init_inertia=init_inertia,
+        n_nonempty=n_nonempty,
+        data_stats=data_stats,
+        timings={"init": t_init, "total": time.perf_counter() - t0},
+    )
+
+

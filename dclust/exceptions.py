@@ -1,0 +1,47 @@
+"""Exceptions and warnings raised by dclust.
+
+Every error says what is wrong, the value given, why it matters and how to fix it.
+"""
+
+
+class DclustError(Exception):
+    """Base class of every error dclust raises on purpose."""
+
+
+class DclustValueError(DclustError, ValueError):
+    """An argument or the data has a value dclust cannot work with."""
+
+
+class DclustTypeError(DclustError, TypeError):
+    """An argument or the data has a type dclust cannot work with."""
+
+
+class DataError(DclustValueError):
+    """The data itself is unusable (non-finite values, a corrupted chunk, ...)."""
+
+
+class StorageError(DclustError, OSError):
+    """A dataset, labels store or model file cannot be read or written."""
+
+
+class ModelFormatError(DclustValueError):
+    """A file is not a dclust model, or is one from an unsupported format version."""
+
+
+class ClusterConnectionError(DclustError, ConnectionError):
+    """The Dask scheduler cannot be reached, or the connection was lost."""
+
+
+class NotFittedError(DclustValueError, AttributeError):
+    """An estimator was used before ``fit``.
+
+    Subclasses both ``ValueError`` and ``AttributeError`` like scikit-learn's own.
+    """
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative algorithm stopped at ``max_iter`` before meeting its tolerance."""
+
+
+class EmptyClusterWarning(UserWarning):
+    """A cluster lost all its points and its centre was moved to a far-away point."""

@@ -1,0 +1,141 @@
+"""Model files: one NPZ archive holding JSON metadata and the fitted arrays, no pickle.
+
+Layout: ``__dclust__`` is a 0-d unicode array holding the JSON document
+``{"format": "dclust-model", "format_version": 1, "estimator": "KMeans", "params": {...},
+"attributes": {...}, "arrays": [...], "dclust_version": "..."}``; every other member is a
+fitted array named after its attribute (``cluster_centers_``). Files are loaded with
+``allow_pickle=False`` and written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from .._version import __version__
+from ..exceptions import ModelFormatError, StorageError
+from .paths import atomic_output, is_url, local_path
+
+__all__ = ["save_model", "read_model", "FORMAT_VERSION"]
+
+FORMAT = "dclust-model"
+FORMAT_VERSION = 1
+_META = "__dclust__"
+
+
+def _jsonable(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+def save_model(path, estimator, params, attributes, arrays, *, storage_options=None):
+    """Write a model file atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Local path or fsspec URL.
+    estimator : str
+        Class name (``"KMeans"``).
+    params : dict
+        Constructor parameters (JSON-serialisable).
+    attributes : dict
+        Scalar fitted attributes.
+    arrays : dict of str to ndarray
+        Fitted arrays.
+    """
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "estimator": estimator,
+        "dclust_version": __version__,
+        "params": {k: _jsonable(v) for k, v in params.items()},
+        "attributes": {k: _jsonable(v) for k, v in attributes.items()},
+        "arrays": sorted(arrays),
+    }
+    buf = io.BytesIO()
+    np.savez(buf, **{_META: np.array(json.dumps(meta))}, **{k: np.asarray(v) for k, v in arrays.items()})
+    data = buf.getvalue()
+    with atomic_output(path, storage_options=storage_options) as tmp:
+        if is_url(tmp):
+            import fsspec
+
+            with fsspec.open(tmp, "wb", **(storage_options or {})) as f:
+                f.write(data)
+        else:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+    return path
+
+
+def read_model(path, *, storage_options=None):
+    """Read a model file; returns ``(meta, arrays)``.
+
+    Raises
+    ------
+    StorageError
+        The file does not exist or cannot be read.
+    ModelFormatError
+        The file is not a dclust model, or its format version is newer than this dclust.
+    """
+    shown = repr(os.fspath(path))
+    try:
+        if is_url(path):
+            import fsspec
+
+            with fsspec.open(path, "rb", **(storage_options or {})) as f:
+                data = f.read()
+        else:
+            p = local_path(path)
+            if os.path.isdir(p):
+                raise ModelFormatError(f"{shown} is a folder, not a dclust model file.")
+            with open(p, "rb") as f:
+                data = f.read()
+    except FileNotFoundError:
+        raise StorageError(f"No model file at {shown}.") from None
+    except IsADirectoryError:
+        raise ModelFormatError(f"{shown} is a folder, not a dclust model file.") from None
+    not_model = ModelFormatError(
+        f"{shown} is not a dclust model file (expected an NPZ archive written by "
+        "dclust's save()); was it written by another tool?"
+    )
+    try:
+        npz = np.load(io.BytesIO(data), allow_pickle=False)
+        names = set(npz.files)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError):
+        raise not_model from None
+    if _META not in names:
+        raise not_model
+    try:
+        meta = json.loads(str(npz[_META]))
+    except (ValueError, TypeError):
+        raise not_model from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise not_model
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise ModelFormatError(
+            f"{shown} is a dclust model of format version {version!r}, which this dclust "
+            f"({__version__}) cannot read (it reads versions 1 to {FORMAT_VERSION}). "
+            "Upgrade dclust to load it."
+        )
+    try:
+        arrays = {name: npz[name] for name in meta.get("arrays", [])}
+    except (KeyError, ValueError) as e:
+        raise ModelFormatError(f"{shown} is a damaged dclust model: {e}") from None
+    return meta, arrays

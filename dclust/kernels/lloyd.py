@@ -1,0 +1,251 @@
+"""Per-chunk k-means kernels: nearest centre, and the fused Lloyd statistics.
+
+``lloyd_partial`` reads each row of the chunk once and returns the sufficient statistics
+of a Lloyd update: per-cluster weighted sums and weights (float64), the inertia, and the
+``n_far`` rows farthest from their centre (candidates for relocating empty clusters).
+Distances come from a GEMM with the ``||c||^2 - 2 x.c`` trick (``||x||^2`` does not change
+the argmin); the chosen centre's distance is then recomputed exactly in float64, so the
+inertia does not suffer the cancellation of the expanded form.
+
+NumPy chunks take a compiled fast path (BLAS GEMM into a preallocated tile, argmin and
+accumulation in one numba loop); any other array namespace (CuPy, array-api-strict) takes
+the portable path, which the tests hold equal to the fast one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg.blas import dgemm, sgemm
+
+from .._xp import array_namespace, is_numpy_namespace
+from . import _numba
+
+__all__ = ["lloyd_partial", "nearest_center", "tile_rows"]
+
+# numpy.argmin's SIMD loop wins over a scalar compiled loop once rows are this long.
+_NUMPY_ARGMIN_MIN_K = 64
+
+
+def tile_rows(n_clusters: int) -> int:
+    """Rows per tile so that the ``tile x k`` distance block stays in a core's L2 cache."""
+    return int(min(4096, max(256, 2**18 // max(n_clusters, 1))))
+
+
+def _float_dtype(dtype):
+    return np.float32 if dtype == np.float32 else np.float64
+
+
+def _prepare_numpy(X, centers):
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    X = np.ascontiguousarray(X)
+    C64 = np.ascontiguousarray(centers, dtype=np.float64)
+    Cx = np.ascontiguousarray(C64.astype(X.dtype))
+    cnorm = np.einsum("ij,ij->i", C64, C64).astype(X.dtype)
+    return X, C64, Cx, cnorm
+
+
+def _distance_tile(gemm, Xt, Cx, cnorm, G):
+    """``G[i, j] = ||c_j||^2 - 2 x_i . c_j`` for the rows of ``Xt`` (written in place)."""
+    G[...] = cnorm
+    # In Fortran terms G.T (k x t) = -2 * Cx (k x d) @ Xt.T (d x t) + G.T; every operand
+    # is already Fortran-contiguous that way, so BLAS writes straight into G.
+    out = gemm(-2.0, Cx.T, Xt.T, 1.0, G.T, trans_a=1, overwrite_c=1)
+    if out.base is not G and out is not G.T:  # pragma: no cover - BLAS made a copy
+        G[...] = out.T
+
+
+def _assign_tile(Xt, Cx, cnorm, G, labels, gemm):
+    _distance_tile(gemm, Xt, Cx, cnorm, G)
+    if G.shape[1] >= _NUMPY_ARGMIN_MIN_K:
+        np.argmin(G, axis=1, out=labels)
+    else:
+        _numba.argmin_rows(G, labels)
+
+
+def _lloyd_numpy(X, centers, w, n_far, row_offset):
+    X, C64, Cx, cnorm = _prepare_numpy(X, centers)
+    n, d = X.shape
+    k = C64.shape[0]
+    gemm = sgemm if X.dtype == np.float32 else dgemm
+    tile = tile_rows(k)
+    G = np.empty((min(tile, max(n, 1)), k), dtype=X.dtype)
+    labels = np.empty(G.shape[0], dtype=np.intp)
+    sums = np.zeros((k, d))
+    wsum = np.zeros(k)
+    far_d = np.full(n_far, -np.inf)
+    far_i = np.full(n_far, -1, dtype=np.int64)
+    no_dist = np.empty(0)
+    w64 = np.empty(0) if w is None else np.ascontiguousarray(w, dtype=np.float64)
+    inertia = 0.0
+    for s in range(0, n, tile):
+        Xt = X[s : s + tile]
+        t = Xt.shape[0]
+        _assign_tile(Xt, Cx, cnorm, G[:t], labels[:t], gemm)
+        wt = w64[s : s + t] if w is not None else w64
+        inertia += _numba.accumulate(
+            Xt, labels[:t], C64, wt, sums, wsum, no_dist, far_d, far_i, s
+        )
+    keep = far_i >= 0
+    order = np.lexsort((far_i[keep], -far_d[keep]))
+    far_i = far_i[keep][order]
+    far_d = far_d[keep][order]
+    far_x = X[far_i].astype(np.float64)
+    far_label = np.empty(far_i.shape[0], dtype=np.int64)
+    if far_i.shape[0]:
+        Gf = np.empty((far_i.shape[0], k), dtype=X.dtype)
+        lab = np.empty(far_i.shape[0], dtype=np.intp)
+        _assign_tile(np.ascontiguousarray(X[far_i]), Cx, cnorm, Gf, lab, gemm)
+        far_label[:] = lab
+    far_w = np.ones(far_i.shape[0]) if w is None else w64[far_i]
+    return {
+        "sums": sums,
+        "weights": wsum,
+        "inertia": np.asarray(inertia),
+        "far_dist": far_d,
+        "far_row": far_i + row_offset,
+        "far_x": far_x,
+        "far_label": far_label,
+        "far_weight": far_w,
+    }
+
+
+def _nearest_numpy(X, centers):
+    X, C64, Cx, cnorm = _prepare_numpy(X, centers)
+    n = X.shape[0]
+    k = C64.shape[0]
+    gemm = sgemm if X.dtype == np.float32 else dgemm
+    tile = tile_rows(k)
+    G = np.empty((min(tile, max(n, 1)), k), dtype=X.dtype)
+    labels = np.empty(n, dtype=np.intp)
+    for s in range(0, n, tile):
+        Xt = X[s : s + tile]
+        t = Xt.shape[0]
+        _assign_tile(Xt, Cx, cnorm, G[:t], labels[s : s + t], gemm)
+    dist = np.empty(n)
+    _numba.exact_sqdist(X, labels, C64, dist)
+    return labels, dist
+
+
+def _portable_assign(xp, Xt, C, cnorm):
+    """Labels and exact float64 squared distances for one tile, in any namespace."""
+    Cx = xp.astype(C, Xt.dtype)
+    G = xp.astype(cnorm, Xt.dtype)[None, :] - 2 * (Xt @ xp.matrix_transpose(Cx))
+    labels = xp.argmin(G, axis=1)
+    diff = xp.astype(Xt, xp.float64) - xp.take(C, labels, axis=0)
+    return labels, xp.sum(diff * diff, axis=1)
+
+
+def _as_float(xp, X):
+    if X.dtype in (xp.float32, xp.float64):
+        return X
+    return xp.astype(X, xp.float64)
+
+
+def _lloyd_portable(xp, X, centers, w, n_far, row_offset):
+    X = _as_float(xp, X)
+    n, d = X.shape
+    C = xp.asarray(centers, dtype=xp.float64)
+    k = C.shape[0]
+    cnorm = xp.sum(C * C, axis=1)
+    tile = tile_rows(k)
+    ks = xp.arange(k)
+    sums = xp.zeros((k, d), dtype=xp.float64)
+    wsum = xp.zeros((k,), dtype=xp.float64)
+    inertia = xp.asarray(0.0, dtype=xp.float64)
+    dists, labs = [], []
+    for s in range(0, n, tile):
+        e = min(s + tile, n)
+        Xt = X[s:e, :]
+        labels, dist = _portable_assign(xp, Xt, C, cnorm)
+        onehot = xp.astype(labels[:, None] == ks[None, :], xp.float64)
+        wt = xp.ones_like(dist) if w is None else xp.astype(w[s:e], xp.float64)
+        sums = sums + xp.matrix_transpose(onehot) @ (wt[:, None] * xp.astype(Xt, xp.float64))
+        wsum = wsum + xp.sum(onehot * wt[:, None], axis=0)
+        inertia = inertia + xp.sum(wt * dist)
+        dists.append(dist)
+        labs.append(labels)
+    if n and n_far:
+        dist = xp.concat(dists)
+        order = xp.argsort(-dist, stable=True)[: min(n_far, n)]
+        far_d = xp.take(dist, order)
+        far_x = xp.astype(xp.take(X, order, axis=0), xp.float64)
+        far_label = xp.astype(xp.take(xp.concat(labs), order), xp.int64)
+        far_w = xp.ones_like(far_d) if w is None else xp.astype(xp.take(w, order), xp.float64)
+        far_row = xp.astype(order, xp.int64) + row_offset
+    else:
+        far_d = xp.zeros((0,), dtype=xp.float64)
+        far_x = xp.zeros((0, d), dtype=xp.float64)
+        far_label = xp.zeros((0,), dtype=xp.int64)
+        far_w = xp.zeros((0,), dtype=xp.float64)
+        far_row = xp.zeros((0,), dtype=xp.int64)
+    return {
+        "sums": sums,
+        "weights": wsum,
+        "inertia": inertia,
+        "far_dist": far_d,
+        "far_row": far_row,
+        "far_x": far_x,
+        "far_label": far_label,
+        "far_weight": far_w,
+    }
+
+
+def lloyd_partial(X, centers, sample_weight=None, *, n_far=0, row_offset=0):
+    """Sufficient statistics of one Lloyd iteration over one row-chunk.
+
+    Parameters
+    ----------
+    X : array of shape (n_rows, n_features)
+        The chunk, whole rows. Any float or integer dtype; float32 stays float32 in the
+        GEMM and is accumulated in float64.
+    centers : array of shape (n_clusters, n_features)
+        Current centres (float64).
+    sample_weight : array of shape (n_rows,), default=None
+        Non-negative weights; ``None`` means one for every row.
+    n_far : int, default=0
+        How many of the rows farthest from their centre to return.
+    row_offset : int, default=0
+        Global row number of the chunk's first row, added to ``far_row``.
+
+    Returns
+    -------
+    stats : dict of arrays
+        ``sums`` (k, d) and ``weights`` (k,) per cluster, ``inertia`` (0-d), and the far
+        rows: ``far_dist``, ``far_row`` (global), ``far_x``, ``far_label``, ``far_weight``.
+    """
+    xp = array_namespace(X, centers)
+    if is_numpy_namespace(xp):
+        return _lloyd_numpy(np.asarray(X), np.asarray(centers), sample_weight, n_far, row_offset)
+    return _lloyd_portable(xp, X, centers, sample_weight, n_far, row_offset)
+
+
+def nearest_center(X, centers):
+    """Index of, and exact squared distance to, the nearest centre of each row.
+
+    Parameters
+    ----------
+    X : array of shape (n_rows, n_features)
+    centers : array of shape (n_clusters, n_features)
+
+    Returns
+    -------
+    labels : int array of shape (n_rows,)
+    sqdist : float64 array of shape (n_rows,)
+    """
+    xp = array_namespace(X, centers)
+    if is_numpy_namespace(xp):
+        return _nearest_numpy(np.asarray(X), np.asarray(centers))
+    X = _as_float(xp, X)
+    C = xp.asarray(centers, dtype=xp.float64)
+    cnorm = xp.sum(C * C, axis=1)
+    tile = tile_rows(C.shape[0])
+    labs, dists = [], []
+    n = X.shape[0]
+    for s in range(0, n, tile):
+        lab, dist = _portable_assign(xp, X[s : min(s + tile, n), :], C, cnorm)
+        labs.append(lab)
+        dists.append(dist)
+    if not labs:
+        return xp.zeros((0,), dtype=xp.int64), xp.zeros((0,), dtype=xp.float64)
+    return xp.concat(labs), xp.concat(dists)

@@ -1,0 +1,153 @@
+"""The pass engine: one Dask graph per pass over a row-chunked array.
+
+A pass applies one or more :class:`Aggregation` s to every row-chunk of ``X`` (each chunk
+is read once, whatever the number of aggregations), merges the per-chunk statistics with
+a tree of ``combine`` tasks of fan-in ``split_every`` and returns the merged statistics.
+The tree's order is fixed by chunk index, so for a given chunking the result does not
+depend on the number of workers or on which finished first.
+
+Building a pass computes nothing; :func:`run_pass` submits it as exactly one computation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from dask.highlevelgraph import HighLevelGraph
+
+from ..runtime.compute import compute_graph
+
+__all__ = ["Aggregation", "ChunkContext", "build_pass", "run_pass", "row_offsets"]
+
+DEFAULT_SPLIT_EVERY = 8
+
+
+@dataclass(frozen=True)
+class ChunkContext:
+    """Where a chunk sits in ``X``: its index, first global row and the pass's seed."""
+
+    block_id: int
+    row_offset: int
+    n_rows: int
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """A statistic as a monoid over row-chunks.
+
+    Parameters
+    ----------
+    name : str
+        Graph-layer name (``kmeans-lloyd``); keys are ``name-<token>``.
+    chunk : callable
+        ``chunk(X_block, w_block, ctx, *args) -> stats``. ``w_block`` is ``None`` without
+        sample weights; ``ctx`` is a :class:`ChunkContext`. Must accept zero-row blocks
+        (returning the identity).
+    combine : callable
+        ``combine(list_of_stats) -> stats``, associative.
+    finalize : callable, optional
+        ``finalize(stats) -> result``, run on the client.
+    """
+
+    name: str
+    chunk: Callable[..., Any]
+    combine: Callable[[list], Any]
+    finalize: Callable[[Any], Any] | None = None
+    args: tuple = field(default=())
+
+    def bind(self, *args) -> "Aggregation":
+        """The same aggregation with its per-pass state (centres, ...) attached."""
+        return Aggregation(self.name, self.chunk, self.combine, self.finalize, args)
+
+
+def row_offsets(chunks_rows) -> np.ndarray:
+    """First global row of each chunk."""
+    return np.concatenate([[0], np.cumsum(chunks_rows)[:-1]]).astype(np.int64)
+
+
+def _chunk_task(block, w_block, block_id, row_offset, aggs):
+    ctx = ChunkContext(block_id, row_offset, block.shape[0])
+    return {name: agg.chunk(block, w_block, ctx, *agg.args) for name, agg in aggs.items()}
+
+
+def _combine_task(aggs, *parts):
+    return {name: agg.combine([p[name] for p in parts]) for name, agg in aggs.items()}
+
+
+def build_pass(X, aggregations, *, sample_weight=None, split_every=None, name="dclust-pass"):
+    """Build (and do not compute) the graph of one pass.
+
+    Parameters
+    ----------
+    X : dask.array.Array of shape (n_samples, n_features), one chunk along features.
+    aggregations : dict of str to Aggregation
+        The statistics to compute in this pass, with their state bound.
+    sample_weight : dask.array.Array of shape (n_samples,), optional
+        Chunked like ``X``'s rows.
+    split_every : int, optional
+        Fan-in of the combine tree (default 8).
+    name : str
+        Prefix of the graph's layer names.
+
+    Returns
+    -------
+    graph : HighLevelGraph
+    key : the key of the merged statistics (a dict keyed like ``aggregations``).
+    """
+    split_every = int(split_every or DEFAULT_SPLIT_EVERY)
+    if split_every < 2:
+        raise ValueError(f"split_every={split_every!r} must be >= 2.")
+    token = uuid.uuid4().hex[:12]
+    layer_name = f"{name}-{token}"
+    aggs_key = f"{layer_name}-state"
+    layer = {aggs_key: dict(aggregations)}
+    offsets = row_offsets(X.chunks[0])
+    x_keys = [k for k in _flatten(X.__dask_keys__())]
+    w_keys = None if sample_weight is None else list(_flatten(sample_weight.__dask_keys__()))
+    level = []
+    for i, xk in enumerate(x_keys):
+        key = (layer_name, 0, i)
+        wk = None if w_keys is None else w_keys[i]
+        layer[key] = (_chunk_task, xk, wk, i, int(offsets[i]), aggs_key)
+        level.append(key)
+    depth = 0
+    while len(level) > 1:
+        depth += 1
+        nxt = []
+        for j in range(0, len(level), split_every):
+            key = (layer_name, depth, j // split_every)
+            layer[key] = (_combine_task, aggs_key, *level[j : j + split_every])
+            nxt.append(key)
+        level = nxt
+    deps = [X] if sample_weight is None else [X, sample_weight]
+    graph = HighLevelGraph.from_collections(layer_name, layer, dependencies=deps)
+    return graph, level[0]
+
+
+def _flatten(keys):
+    for k in keys:
+        if isinstance(k, list):
+            yield from _flatten(k)
+        else:
+            yield k
+
+
+def run_pass(X, aggregations, *, sample_weight=None, split_every=None, name="dclust-pass"):
+    """Run one pass and return each aggregation's finalized result.
+
+    Exactly one computation is submitted. Returns a dict keyed like ``aggregations``.
+    """
+    if X.shape[0] == 0:
+        raise ValueError("run_pass needs at least one row")
+    graph, key = build_pass(
+        X, aggregations, sample_weight=sample_weight, split_every=split_every, name=name
+    )
+    stats = compute_graph(graph, key)
+    out = {}
+    for agg_name, agg in aggregations.items():
+        s = stats[agg_name]
+        out[agg_name] = agg.finalize(s) if agg.finalize is not None else s
+    return out

@@ -1,0 +1,99 @@
+"""Submitting graphs, placing data on the workers, and counting what was computed."""
+
+from __future__ import annotations
+
+import itertools
+
+import dask.array as da
+import numpy as np
+from dask.highlevelgraph import HighLevelGraph
+
+from .client import get_client
+
+__all__ = ["compute_graph", "compute_count", "cache_array", "scatter_array", "worker_memory"]
+
+_counter = itertools.count()
+_count = 0
+
+
+def compute_count() -> int:
+    """How many graphs dclust has submitted in this process (for tests and logs)."""
+    return _count
+
+
+def compute_graph(graph, key):
+    """Compute ``key`` of ``graph`` on the cluster and return its value (one submission)."""
+    global _count
+    client = get_client()
+    _count += 1
+    return client.get(graph, key, sync=True)
+
+
+def worker_memory(client=None) -> int:
+    """Sum of the workers' memory limits in bytes (0 when unknown or unlimited)."""
+    client = client or get_client()
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    limits = [w.get("memory_limit") or 0 for w in workers]
+    return int(sum(limits))
+
+
+def scatter_array(X: np.ndarray, row_chunk: int):
+    """Place an in-memory array on the workers as a row-chunked, persisted dask array."""
+    global _count
+    client = get_client()
+    n = X.shape[0]
+    bounds = list(range(0, n, row_chunk)) or [0]
+    blocks = [X[s : s + row_chunk] for s in bounds]
+    futures = client.scatter(blocks, hash=False)
+    name = f"dclust-scattered-{next(_counter)}-{id(X):x}"
+    keys = [(name, i) + (0,) * (X.ndim - 1) for i in range(len(blocks))]
+    layer = {k: f for k, f in zip(keys, futures)}
+    chunks = (tuple(b.shape[0] for b in blocks),) + tuple((s,) for s in X.shape[1:])
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[])
+    arr = da.Array(graph, name, chunks, meta=X[:0])
+    arr._dclust_futures = futures  # keep the data alive as long as the array
+    return arr
+
+
+def cache_array(X, cache: str, *, also=()):
+    """Persist ``X`` (and aligned arrays in ``also``) on the workers when ``cache`` asks.
+
+    ``cache="auto"`` persists when ``X`` takes at most half the workers' memory, and
+    otherwise leaves it to be streamed from its source on every pass.
+
+    Returns
+    -------
+    X, also, persisted : the (possibly persisted) arrays and whether they were persisted.
+    """
+    if cache == "none" or _is_persisted(X):
+        return X, tuple(also), _is_persisted(X)
+    if cache == "auto":
+        budget = worker_memory()
+        if budget and X.nbytes > budget / 2:
+            return X, tuple(also), False
+    global _count
+    client = get_client()
+    _count += 1
+    out = client.persist([X, *[a for a in also if a is not None]])
+    X_p = out[0]
+    rest = iter(out[1:])
+    also_p = tuple(next(rest) if a is not None else None for a in also)
+    return X_p, also_p, True
+
+
+def _is_persisted(X) -> bool:
+    from distributed import Future
+
+    graph = X.__dask_graph__()
+    if hasattr(X, "_dclust_futures"):
+        return True
+    try:
+        layers = graph.layers if hasattr(graph, "layers") else {None: graph}
+        if len(layers) != 1:
+            return False
+        layer = next(iter(layers.values()))
+        first = next(iter(layer.values()), None)
+        return isinstance(first, Future)
+    except Exception:  # pragma: no cover - exotic graphs count as not persisted
+        return False
+

@@ -1,0 +1,193 @@
+"""Input checks with messages that name the value and the fix."""
+
+from __future__ import annotations
+
+import numbers
+import os
+
+import dask.array as da
+import numpy as np
+
+from .exceptions import DclustTypeError, DclustValueError
+
+__all__ = [
+    "as_dask_rows",
+    "check_n_clusters",
+    "check_sample_weight",
+    "check_random_state",
+    "check_param",
+    "default_row_chunk",
+]
+
+# Row chunks of about this many bytes: big enough that per-task overhead vanishes,
+# small enough that a few per worker thread fit in memory with their temporaries.
+DEFAULT_CHUNK_BYTES = 64 * 2**20
+
+
+def default_row_chunk(n_features: int, itemsize: int, target_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Rows per chunk for a target chunk size in bytes."""
+    return max(1, int(target_bytes // max(1, n_features * itemsize)))
+
+
+def _shape_error(shape):
+    hint = ""
+    if len(shape) == 1:
+        hint = " For one feature use X.reshape(-1, 1); for one sample use X.reshape(1, -1)."
+    return DclustValueError(
+        f"X must be 2-D of shape (n_samples, n_features); got an array of shape {tuple(shape)}.{hint}"
+    )
+
+
+def _check_dtype(dtype):
+    if dtype.kind in "biuf":
+        return
+    raise DclustTypeError(
+        f"X has dtype {str(dtype)!r}; dclust needs numbers (float32, float64, integers or bool). "
+        "Convert it first, for example X.astype('float32')."
+    )
+
+
+def _float_dtype(dtype):
+    if dtype == np.float32 or dtype == np.float64:
+        return dtype
+    if dtype == np.float16:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def as_dask_rows(X, *, name="X"):
+    """Return ``X`` as a row-chunked float dask array, or ``(ndarray, False)`` untouched.
+
+    Parameters
+    ----------
+    X : array-like, dask array, zarr array, or path/URL of a Zarr array
+
+    Returns
+    -------
+    X : numpy.ndarray or dask.array.Array
+        NumPy input comes back as a float NumPy array (the caller decides where to put
+        it); everything else as a dask array with whole rows in each chunk.
+    """
+    from .io.zarr_io import from_zarr_array, open_array
+
+    if isinstance(X, (str, os.PathLike)):
+        X = open_array(X)
+    elif type(X).__module__.startswith("zarr"):
+        X = from_zarr_array(X)
+    if isinstance(X, da.Array):
+        if X.ndim != 2:
+            raise _shape_error(X.shape)
+        _check_dtype(X.dtype)
+        if any(np.isnan(c) for c in X.chunks[0]):
+            raise DclustValueError(
+                f"{name} has unknown chunk sizes along rows; call {name}.compute_chunk_sizes() first."
+            )
+        if len(X.chunks[1]) > 1:
+            raise DclustValueError(
+                f"{name} is chunked along features (chunks[1]={X.chunks[1]}); dclust needs whole "
+                f"rows per chunk. Rechunk with {name}.rechunk({{1: -1}})."
+            )
+        _check_size(X.shape)
+        target = _float_dtype(X.dtype)
+        return X if X.dtype == target else X.astype(target)
+    if hasattr(X, "__cuda_array_interface__") or type(X).__module__.startswith("cupy"):
+        raise DclustTypeError(
+            "X is a CuPy array; pass a dask array of CuPy chunks or a NumPy array instead."
+        )
+    try:
+        arr = np.asarray(X)
+    except Exception as e:  # ragged lists and the like
+        raise DclustValueError(f"X cannot be read as a 2-D numeric array: {e}") from None
+    if arr.ndim != 2:
+        raise _shape_error(arr.shape)
+    _check_dtype(arr.dtype)
+    _check_size(arr.shape)
+    return arr.astype(_float_dtype(arr.dtype), copy=False)
+
+
+def _check_size(shape):
+    if shape[0] == 0:
+        raise DclustValueError(f"X has 0 samples (shape {tuple(shape)}); clustering needs at least one row.")
+    if shape[1] == 0:
+        raise DclustValueError(f"X has 0 features (shape {tuple(shape)}); each row needs at least one value.")
+
+
+def check_n_clusters(n_clusters, n_samples):
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral) or n_clusters < 1:
+        raise DclustValueError(f"n_clusters={n_clusters!r} must be a positive integer.")
+    if n_clusters > n_samples:
+        raise DclustValueError(f"n_samples={n_samples} must be >= n_clusters={n_clusters}.")
+    return int(n_clusters)
+
+
+def check_sample_weight(sample_weight, n_samples):
+    """Validate sample weights: ``None``, a scalar, or an array of ``n_samples``.
+
+    NumPy weights are checked here; dask weights are checked inside the first pass.
+    """
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, numbers.Number):
+        if not np.isfinite(sample_weight) or sample_weight <= 0:
+            raise DclustValueError(f"sample_weight={sample_weight!r} must be a positive number.")
+        return None  # a constant weight does not change k-means
+    if isinstance(sample_weight, da.Array):
+        w = sample_weight
+    else:
+        w = np.asarray(sample_weight)
+    if w.ndim != 1 or w.shape[0] != n_samples:
+        raise DclustValueError(
+            f"sample_weight has shape {tuple(w.shape)}; expected ({n_samples},), one weight per row of X."
+        )
+    if w.dtype.kind not in "biuf":
+        raise DclustTypeError(f"sample_weight has dtype {str(w.dtype)!r}; expected numbers.")
+    if isinstance(w, np.ndarray):
+        w = w.astype(np.float64)
+        bad = ~(np.isfinite(w) & (w >= 0))
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise DclustValueError(
+                f"sample_weight has {int(bad.sum())} negative or non-finite values (first at row "
+                f"{first}: {w[first]!r}); weights must be finite and >= 0."
+            )
+        if not w.any():
+            raise DclustValueError("sample_weight is zero everywhere; at least one row needs a positive weight.")
+    else:
+        w = w.astype(np.float64)
+    return w
+
+
+def check_random_state(random_state) -> int:
+    """A 63-bit seed from ``None``, an int, a Generator or a RandomState."""
+    if random_state is None:
+        return int(np.random.default_rng().integers(2**63 - 1))
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise DclustValueError(f"random_state={random_state!r} must be a non-negative integer.")
+        return int(random_state)
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**63 - 1))
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(np.iinfo(np.int32).max))
+    raise DclustValueError(
+        f"random_state={random_state!r} must be None, an integer, a numpy Generator or a RandomState."
+    )
+
+
+def check_param(name, value, *, kind=None, low=None, high=None, low_inclusive=True, options=None):
+    """Check one hyper-parameter and return it, raising a uniform message otherwise."""
+    if options is not None:
+        if value not in options:
+            listed = ", ".join(repr(o) for o in options)
+            raise DclustValueError(f"{name}={value!r} is not valid; expected one of {listed}.")
+        return value
+    if kind is not None:
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+        if not ok:
+            raise DclustValueError(f"{name}={value!r} must be of type {getattr(kind, '__name__', kind)}.")
+    if low is not None and (value < low or (not low_inclusive and value == low)):
+        op = ">=" if low_inclusive else ">"
+        raise DclustValueError(f"{name}={value!r} must be {op} {low}.")
+    if high is not None and value > high:
+        raise DclustValueError(f"{name}={value!r} must be <= {high}.")
+    return value
