@@ -3,6 +3,8 @@
 Every error says what is wrong, the value given, why it matters and how to fix it.
 """
 
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
 
 class DclustError(Exception):
     """Base class of every error dclust raises on purpose."""
@@ -32,10 +34,11 @@ class ClusterConnectionError(DclustError, ConnectionError):
     """The Dask scheduler cannot be reached, or the connection was lost."""
 
 
-class NotFittedError(DclustValueError, AttributeError):
+class NotFittedError(DclustError, _SklearnNotFittedError):
     """An estimator was used before ``fit``.
 
-    Subclasses both ``ValueError`` and ``AttributeError`` like scikit-learn's own.
+    Also a ``sklearn.exceptions.NotFittedError`` (so a ``ValueError`` and an
+    ``AttributeError``), so code written for scikit-learn catches it.
     """
 
 

@@ -106,7 +106,7 @@ def check_data_stats(stats, X):
         row = int(stats["first_nonfinite"])
         chunk = int(np.searchsorted(offsets, row, side="right") - 1)
         raise DataError(
-            f"X contains {stats['n_nonfinite']:,} non-finite values (first in chunk {chunk}, "
+            f"X contains {stats['n_nonfinite']:,} non-finite values, NaN or inf (first in chunk {chunk}, "
             f"row {row:,}). Clean the data first, for example keep the rows where "
             "da.isfinite(X).all(axis=1)."
         )
@@ -194,7 +194,9 @@ def init_centers(X, w, n_clusters, init, seed, *, init_size=None, oversampling_f
             f"Only {rows.shape[0]} rows have a positive sample_weight, fewer than "
             f"n_clusters={n_clusters}."
         )
-    ones = np.ones(rows.shape[0])
+    # A sample smaller than X is drawn in proportion to the weights, so its rows count
+    # once each; when it is all of X the weights must be applied here instead.
+    ones = np.asarray(sample["weight"]) if m >= n else np.ones(rows.shape[0])
     if init == "random":
         C = rows[:n_clusters].astype(np.float64)
     elif init == "k-means++":

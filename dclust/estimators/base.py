@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import dask.array as da
 import numpy as np
 
-from ..exceptions import DclustValueError, NotFittedError
+from sklearn.base import BaseEstimator
+
+from ..exceptions import NotFittedError
 from ..io.model import read_model, save_model
 from ..runtime.client import get_client
 from ..runtime.compute import cache_array, scatter_array
@@ -25,57 +26,15 @@ def register(cls):
     return cls
 
 
-class DclustEstimator:
-    """scikit-learn's parameter protocol without depending on scikit-learn.
+class DclustEstimator(BaseEstimator):
+    """What every dclust estimator shares on top of scikit-learn's ``BaseEstimator``.
 
-    Parameters are the keyword arguments of ``__init__``, stored unchanged as attributes
-    of the same name (validated in ``fit``), so ``clone`` and grid searches work.
+    Parameters are the keyword arguments of ``__init__``, stored unchanged and validated
+    in ``fit``, so ``clone``, pipelines and grid searches work as with scikit-learn.
     """
 
     _fitted_arrays: tuple = ()
     _fitted_scalars: tuple = ()
-
-    @classmethod
-    def _get_param_names(cls):
-        sig = inspect.signature(cls.__init__)
-        return sorted(
-            p.name for p in sig.parameters.values()
-            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-        )
-
-    def get_params(self, deep=True):
-        return {name: getattr(self, name) for name in self._get_param_names()}
-
-    def set_params(self, **params):
-        valid = self._get_param_names()
-        for key, value in params.items():
-            if key not in valid:
-                raise DclustValueError(
-                    f"Invalid parameter {key!r} for {type(self).__name__}; valid parameters are: "
-                    f"{', '.join(valid)}."
-                )
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self):
-        defaults = {
-            p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()
-        }
-        shown = []
-        for name, value in self.get_params().items():
-            default = defaults.get(name, inspect.Parameter.empty)
-            same = default is not inspect.Parameter.empty and _same(value, default)
-            if not same:
-                shown.append(f"{name}={'array' if isinstance(value, np.ndarray) else repr(value)}")
-        return f"{type(self).__name__}({', '.join(shown)})"
-
-    def __sklearn_tags__(self):
-        # Only scikit-learn calls this, so importing it here adds no dependency.
-        from sklearn.utils import Tags, TargetTags, TransformerTags
-
-        tags = Tags(estimator_type="clusterer", target_tags=TargetTags(required=False))
-        tags.transformer_tags = TransformerTags(preserves_dtype=["float64", "float32"])
-        return tags
 
     def _check_fitted(self):
         if not hasattr(self, "cluster_centers_"):
@@ -101,15 +60,6 @@ class DclustEstimator:
         arrays = {k: getattr(self, k) for k in self._fitted_arrays if hasattr(self, k)}
         return save_model(path, type(self).__name__, params, attributes, arrays,
                           storage_options=storage_options)
-
-
-def _same(a, b):
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return False
-    try:
-        return bool(a == b) and type(a) is type(b)
-    except Exception:
-        return False
 
 
 def load(path, *, storage_options=None):

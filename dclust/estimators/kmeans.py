@@ -6,9 +6,12 @@ import numbers
 import warnings
 
 import numpy as np
+from sklearn.base import ClusterMixin, TransformerMixin
 
 from ..algorithms.kmeans import kmeans_fit, lloyd_aggregation
-from ..exceptions import ConvergenceWarning, DclustValueError
+from ..exceptions import ConvergenceWarning, DataError, DclustValueError
+from ..kernels.datastats import count_nonfinite
+from ..kernels.distances import euclidean_distances
 from ..kernels.lloyd import nearest_center
 from ..reductions.engine import run_pass
 from ..runtime.progress import Progress
@@ -20,19 +23,33 @@ __all__ = ["KMeans"]
 _INITS = ("k-means||", "k-means++", "random")
 
 
-def _labels_block(X, centers):
+def _require_finite(X, block_info=None):
+    """Refuse NaN or inf rows: a label or distance computed from them would be noise."""
+    n_bad, row = count_nonfinite(X)
+    if n_bad:
+        where = f"row {row:,}"
+        if block_info and None not in block_info:
+            loc = block_info[0]
+            where = f"chunk {loc['chunk-location'][0]}, row {loc['array-location'][0][0] + row:,}"
+        raise DataError(
+            f"X contains {n_bad:,} non-finite values, NaN or inf (first in {where}). "
+            "Clean the data before predicting."
+        )
+
+
+def _labels_block(X, centers, block_info=None):
+    _require_finite(X, block_info)
     labels, _ = nearest_center(X, centers)
     return labels.astype(np.int32)
 
 
-def _distances_block(X, centers):
-    from ..kernels.distances import euclidean_distances
-
+def _distances_block(X, centers, block_info=None):
+    _require_finite(X, block_info)
     return euclidean_distances(X, centers)
 
 
 @register
-class KMeans(DclustEstimator):
+class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
     """K-means clustering of data larger than memory, on a Dask cluster.
 
     Each iteration is one pass over the data: every row-chunk computes its nearest
@@ -224,8 +241,8 @@ class KMeans(DclustEstimator):
         X = as_dask_rows(X)
         if X.shape[1] != self.cluster_centers_.shape[1]:
             raise DclustValueError(
-                f"X has {X.shape[1]} features, but this KMeans was fitted on "
-                f"{self.cluster_centers_.shape[1]}."
+                f"X has {X.shape[1]} features, but KMeans is expecting "
+                f"{self.cluster_centers_.shape[1]} features as input (the number it was fitted on)."
             )
         return X
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from .._xp import array_namespace, to_numpy
 
-__all__ = ["data_stats_partial", "data_stats_combine"]
+__all__ = ["data_stats_partial", "data_stats_combine", "count_nonfinite"]
 
 _TILE = 65536
 
@@ -101,3 +101,13 @@ def data_stats_combine(parts):
         out["n_bad_weight"] += p["n_bad_weight"]
         out["first_bad_weight"] = _first(out["first_bad_weight"], p["first_bad_weight"])
     return out
+
+
+def count_nonfinite(X):
+    """Number of NaN or infinite values in ``X`` and the first row holding one (-1 if none)."""
+    xp = array_namespace(X)
+    finite = xp.isfinite(X)
+    if bool(xp.all(finite)):
+        return 0, -1
+    ok_rows = to_numpy(xp.all(finite, axis=1))
+    return int(np.sum(~to_numpy(finite))), int(np.flatnonzero(~ok_rows)[0])

@@ -1,0 +1,102 @@
+"""The pass engine: tree reductions, invariance to chunking and workers, compute budget."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dclust.algorithms.kmeans import data_stats_aggregation, lloyd_aggregation
+from dclust.reductions.engine import Aggregation, build_pass, run_pass
+from dclust.reductions.monoids import fields_combine, top_combine
+from dclust.runtime.compute import compute_count
+
+
+def _sum_chunk(X, w, ctx):
+    return {"s": np.asarray(X, dtype=np.float64).sum(0), "n": np.asarray(X.shape[0]),
+            "first": np.asarray([ctx.row_offset]), "bid": np.asarray([ctx.block_id])}
+
+
+def _sum_combine(parts):
+    out = fields_combine(parts, sums=("s", "n"))
+    out["first"] = np.concatenate([p["first"] for p in parts])
+    out["bid"] = np.concatenate([p["bid"] for p in parts])
+    return out
+
+
+SUM = Aggregation("test-sum", _sum_chunk, _sum_combine)
+
+
+def test_build_pass_computes_nothing_and_tree_is_log_depth():
+    X = da.ones((1000, 3), chunks=(10, 3))
+    before = compute_count()
+    graph, key = build_pass(X, {"s": SUM}, split_every=4)
+    assert compute_count() == before
+    layer = [v for k, v in graph.layers.items() if k.startswith("dclust-pass")][0]
+    depth = max(k[1] for k in layer if isinstance(k, tuple))
+    assert depth == int(np.ceil(np.log(100) / np.log(4)))
+    assert key[1] == depth
+
+
+def test_chunk_context_and_order():
+    X = da.from_array(np.arange(60.0).reshape(20, 3), chunks=((3, 7, 0, 10), 3))
+    out = run_pass(X, {"s": SUM}, split_every=2)["s"]
+    np.testing.assert_array_equal(out["first"], [0, 3, 10, 10])
+    np.testing.assert_array_equal(out["bid"], [0, 1, 2, 3])
+    np.testing.assert_allclose(out["s"], np.arange(60.0).reshape(20, 3).sum(0))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    chunks=st.lists(st.integers(0, 400), min_size=1, max_size=9).filter(lambda c: sum(c) >= 8),
+    split_every=st.integers(2, 5),
+)
+def test_lloyd_pass_invariant_to_chunking(chunks, split_every):
+    rng = np.random.default_rng(0)
+    n = sum(chunks)
+    Xn = rng.normal(size=(n, 4)).astype(np.float32)
+    C = Xn[:5].astype(np.float64) + 1e-3
+    X = da.from_array(Xn, chunks=(tuple(chunks), 4))
+    res = run_pass(X, {"l": lloyd_aggregation(C, 3), "d": data_stats_aggregation()}, split_every=split_every)
+    single = run_pass(da.from_array(Xn, chunks=(n, 4)), {"l": lloyd_aggregation(C, 3)})["l"]
+    lloyd = res["l"]
+    np.testing.assert_allclose(lloyd["sums"], single["sums"], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(lloyd["weights"], single["weights"])
+    np.testing.assert_allclose(float(lloyd["inertia"]), float(single["inertia"]), rtol=1e-9)
+    np.testing.assert_array_equal(lloyd["far_row"], single["far_row"])
+    assert res["d"]["count"] == n
+    np.testing.assert_allclose(res["d"]["m2"] / n, Xn.astype(np.float64).var(0), rtol=1e-9)
+
+
+def test_top_combine_is_associative():
+    rng = np.random.default_rng(1)
+    parts = [{"v": rng.random(5), "i": rng.permutation(100)[:5]} for _ in range(6)]
+    flat = top_combine(parts, 4, "v", ("v", "i"), "i")
+    left = top_combine([top_combine(parts[:3], 4, "v", ("v", "i"), "i"), top_combine(parts[3:], 4, "v", ("v", "i"), "i")], 4, "v", ("v", "i"), "i")
+    np.testing.assert_array_equal(flat["i"], left["i"])
+
+
+def test_result_bit_identical_across_worker_counts():
+    """Same chunking -> the same bits, with one worker or three."""
+    import dclust
+
+    rng = np.random.default_rng(5)
+    Xn = rng.normal(size=(6000, 5)).astype(np.float32)
+    X = da.from_array(Xn, chunks=(500, 5))
+    results = []
+    for n_workers in (1, 3):
+        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=False,
+                          dashboard_address=":0") as cluster, Client(cluster) as client:
+            with client.as_current():
+                km = dclust.KMeans(4, random_state=7, max_iter=30, progress=False).fit(X)
+                results.append((km.cluster_centers_.copy(), km.inertia_, km.n_iter_))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    assert results[0][1:] == results[1][1:]
+
+
+def test_empty_input_refused():
+    with pytest.raises(ValueError, match="at least one row"):
+        run_pass(da.zeros((0, 3), chunks=(1, 3)), {"s": SUM})
