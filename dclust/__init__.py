@@ -2,11 +2,14 @@
 
 Every algorithm is a short loop of passes over the data; a pass is one Dask graph of
 per-chunk kernels and a tree reduction. See README.md for a tour.
+
+The estimators are imported on first use, so that worker processes, which only run
+kernels, do not pay for importing scikit-learn.
 """
 
+import importlib
+
 from ._version import __version__
-from .estimators.base import load
-from .estimators.kmeans import KMeans
 from .exceptions import (
     ClusterConnectionError,
     ConvergenceWarning,
@@ -14,11 +17,20 @@ from .exceptions import (
     DclustError,
     EmptyClusterWarning,
     ModelFormatError,
-    NotFittedError,
     StorageError,
 )
-from .io.zarr_io import open_array, write_array
-from .runtime.client import connect, get_client, shutdown
+
+_LAZY = {
+    "KMeans": "dclust.estimators.kmeans",
+    "load": "dclust.estimators.base",
+    "open_array": "dclust.io.zarr_io",
+    "write_array": "dclust.io.zarr_io",
+    "write_labels": "dclust.io.labels",
+    "connect": "dclust.runtime.client",
+    "get_client": "dclust.runtime.client",
+    "shutdown": "dclust.runtime.client",
+    "NotFittedError": "dclust.exceptions",
+}
 
 __all__ = [
     "__version__",
@@ -41,16 +53,14 @@ __all__ = [
 ]
 
 
-def write_labels(labels, path, *, storage_options=None, overwrite=True):
-    """Write labels (a dask or NumPy array) to a Zarr array at ``path``, atomically.
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dclust' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-    The Zarr chunks follow the labels' (that is, ``X``'s) row chunks; the array appears
-    under ``path`` only once every chunk is written.
-    """
-    import dask.array as da
-    import numpy as np
 
-    if isinstance(labels, np.ndarray):
-        labels = da.from_array(labels, chunks=(max(1, min(labels.shape[0], 1 << 22)),))
-    return write_array(labels, path, storage_options=storage_options, overwrite=overwrite,
-                       attributes={"dclust": {"kind": "labels"}}, fill_value=-1)
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

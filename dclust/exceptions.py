@@ -3,8 +3,6 @@
 Every error says what is wrong, the value given, why it matters and how to fix it.
 """
 
-from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
-
 
 class DclustError(Exception):
     """Base class of every error dclust raises on purpose."""
@@ -34,17 +32,35 @@ class ClusterConnectionError(DclustError, ConnectionError):
     """The Dask scheduler cannot be reached, or the connection was lost."""
 
 
-class NotFittedError(DclustError, _SklearnNotFittedError):
-    """An estimator was used before ``fit``.
-
-    Also a ``sklearn.exceptions.NotFittedError`` (so a ``ValueError`` and an
-    ``AttributeError``), so code written for scikit-learn catches it.
-    """
-
-
 class ConvergenceWarning(UserWarning):
     """An iterative algorithm stopped at ``max_iter`` before meeting its tolerance."""
 
 
 class EmptyClusterWarning(UserWarning):
     """A cluster lost all its points and its centre was moved to a far-away point."""
+
+
+def _make_not_fitted_error():
+    # Built on first use: it subclasses scikit-learn's NotFittedError (so code written
+    # for scikit-learn catches it), and importing scikit-learn costs seconds that worker
+    # processes, which never raise it, should not pay.
+    from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
+    class NotFittedError(DclustError, _SklearnNotFittedError):
+        """An estimator was used before ``fit``.
+
+        Also a ``sklearn.exceptions.NotFittedError``, hence a ``ValueError`` and an
+        ``AttributeError``.
+        """
+
+    NotFittedError.__module__ = __name__
+    NotFittedError.__qualname__ = "NotFittedError"
+    return NotFittedError
+
+
+def __getattr__(name):
+    if name == "NotFittedError":
+        cls = _make_not_fitted_error()
+        globals()["NotFittedError"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
