@@ -32,7 +32,12 @@ def default_row_chunk(n_features: int, itemsize: int, target_bytes: int = DEFAUL
 def _shape_error(shape):
     hint = ""
     if len(shape) == 1:
-        hint = " For one feature use X.reshape(-1, 1); for one sample use X.reshape(1, -1)."
+        hint = (" Reshape your data: X.reshape(-1, 1) if it has one feature, X.reshape(1, -1) if "
+                "it is one sample.")
+    elif len(shape) == 0:
+        hint = " Pass a table of samples, one row each."
+    elif len(shape) > 2:
+        hint = " Flatten the trailing axes into features with X.reshape(X.shape[0], -1)."
     return DclustValueError(
         f"X must be 2-D of shape (n_samples, n_features); got an array of shape {tuple(shape)}.{hint}"
     )
@@ -41,10 +46,28 @@ def _shape_error(shape):
 def _check_dtype(dtype):
     if dtype.kind in "biuf":
         return
+    if dtype.kind == "c":
+        # A ValueError with scikit-learn's wording, so its estimator checks recognise it.
+        raise DclustValueError(
+            f"Complex data not supported: X has dtype {str(dtype)!r}; dclust clusters real "
+            "numbers. Split it into real features first, for example "
+            "np.hstack([X.real, X.imag])."
+        )
     raise DclustTypeError(
         f"X has dtype {str(dtype)!r}; dclust needs numbers (float32, float64, integers or bool). "
         "Convert it first, for example X.astype('float32')."
     )
+
+
+def _object_to_float(arr):
+    """NumPy object arrays holding numbers (pandas often makes them) become float64."""
+    try:
+        return arr.astype(np.float64)
+    except (TypeError, ValueError) as e:
+        raise DclustTypeError(
+            f"X has dtype 'object' holding values that are not numbers ({e}); dclust needs "
+            "numbers. Convert or drop those columns first, for example X.astype('float32')."
+        ) from None
 
 
 def _float_dtype(dtype):
@@ -78,6 +101,8 @@ def as_dask_rows(X, *, name="X"):
         if X.ndim != 2:
             raise _shape_error(X.shape)
         _check_dtype(X.dtype)
+        if not any(np.isnan(c) for c in X.chunks[0]):
+            _check_size(X.shape)
         if any(np.isnan(c) for c in X.chunks[0]):
             raise DclustValueError(
                 f"{name} has unknown chunk sizes along rows; call {name}.compute_chunk_sizes() first."
@@ -87,10 +112,18 @@ def as_dask_rows(X, *, name="X"):
                 f"{name} is chunked along features (chunks[1]={X.chunks[1]}); dclust needs whole "
                 f"rows per chunk. Rechunk with {name}.rechunk({{1: -1}})."
             )
-        _check_size(X.shape)
         target = _float_dtype(X.dtype)
         return X if X.dtype == target else X.astype(target)
-    if hasattr(X, "__cuda_array_interface__") or type(X).__module__.startswith("cupy"):
+    module = type(X).__module__
+    if module.startswith("scipy.sparse") or module.split(".")[0] == "sparse":
+        fmt = getattr(X, "format", None)
+        kind = f"a sparse {fmt!r} matrix" if fmt else "a sparse array"
+        raise DclustTypeError(
+            f"X is {kind} of shape {tuple(X.shape)}; dclust works on dense data (sparse input is "
+            "not supported). Densify it with X.toarray() if it fits in memory, or write it "
+            "densely to a Zarr array."
+        )
+    if hasattr(X, "__cuda_array_interface__") or module.startswith("cupy"):
         raise DclustTypeError(
             "X is a CuPy array; pass a dask array of CuPy chunks or a NumPy array instead."
         )
@@ -100,6 +133,8 @@ def as_dask_rows(X, *, name="X"):
         raise DclustValueError(f"X cannot be read as a 2-D numeric array: {e}") from None
     if arr.ndim != 2:
         raise _shape_error(arr.shape)
+    if arr.dtype == object:
+        arr = _object_to_float(arr)
     _check_dtype(arr.dtype)
     _check_size(arr.shape)
     return arr.astype(_float_dtype(arr.dtype), copy=False)
@@ -107,16 +142,24 @@ def as_dask_rows(X, *, name="X"):
 
 def _check_size(shape):
     if shape[0] == 0:
-        raise DclustValueError(f"X has 0 samples (shape {tuple(shape)}); clustering needs at least one row.")
+        raise DclustValueError(
+            f"X has 0 sample(s) (shape={tuple(shape)}) while a minimum of 1 is required: clustering "
+            "needs at least one row. Check that the data was read or filtered as intended."
+        )
     if shape[1] == 0:
-        raise DclustValueError(f"X has 0 features (shape {tuple(shape)}); each row needs at least one value.")
+        raise DclustValueError(
+            f"X has 0 feature(s) (shape={tuple(shape)}) while a minimum of 1 is required: each row "
+            "needs at least one value. Check that the data was read as intended (a table of "
+            "shape (n_samples, n_features))."
+        )
 
 
 def check_n_clusters(n_clusters, n_samples):
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral) or n_clusters < 1:
         raise DclustValueError(f"n_clusters={n_clusters!r} must be a positive integer.")
     if n_clusters > n_samples:
-        raise DclustValueError(f"n_samples={n_samples} must be >= n_clusters={n_clusters}.")
+        raise DclustValueError(f"n_samples={n_samples} must be >= n_clusters={n_clusters}. "
+                               "Lower n_clusters or pass more rows.")
     return int(n_clusters)
 
 
@@ -147,11 +190,15 @@ def check_sample_weight(sample_weight, n_samples):
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             raise DclustValueError(
-                f"sample_weight has {int(bad.sum())} negative or non-finite values (first at row "
-                f"{first}: {w[first]!r}); weights must be finite and >= 0."
+                f"sample_weight has {int(bad.sum()):,} negative or non-finite values (first at row "
+                f"{first:,}: {float(w[first])!r}); weights must be finite and >= 0. Fix those "
+                "weights, or drop their rows from X and sample_weight."
             )
         if not w.any():
-            raise DclustValueError("sample_weight is zero everywhere; at least one row needs a positive weight.")
+            raise DclustValueError(
+                "sample_weight is zero everywhere; at least one row needs a positive weight. "
+                "Pass sample_weight=None to weigh every row equally."
+            )
     else:
         w = w.astype(np.float64)
     return w

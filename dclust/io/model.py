@@ -66,6 +66,12 @@ def save_model(path, estimator, params, attributes, arrays, *, storage_options=N
         "attributes": {k: _jsonable(v) for k, v in attributes.items()},
         "arrays": sorted(arrays),
     }
+    path = os.fspath(path)
+    if not is_url(path) and os.path.isdir(local_path(path)):
+        raise StorageError(
+            f"Cannot save the model to {os.fspath(path)!r}: it is a folder. Pass a file path, "
+            "for example 'model.npz'."
+        )
     buf = io.BytesIO()
     np.savez(buf, **{_META: np.array(json.dumps(meta))}, **{k: np.asarray(v) for k, v in arrays.items()})
     data = buf.getvalue()
@@ -83,6 +89,11 @@ def save_model(path, estimator, params, attributes, arrays, *, storage_options=N
     return path
 
 
+def _folder_msg(shown):
+    return (f"{shown} is a folder, not a dclust model file. Pass the path of the file "
+            "written by est.save(path), for example 'model.npz'.")
+
+
 def read_model(path, *, storage_options=None):
     """Read a model file; returns ``(meta, arrays)``.
 
@@ -93,7 +104,8 @@ def read_model(path, *, storage_options=None):
     ModelFormatError
         The file is not a dclust model, or its format version is newer than this dclust.
     """
-    shown = repr(os.fspath(path))
+    path = os.fspath(path)
+    shown = repr(path)
     try:
         if is_url(path):
             import fsspec
@@ -103,39 +115,72 @@ def read_model(path, *, storage_options=None):
         else:
             p = local_path(path)
             if os.path.isdir(p):
-                raise ModelFormatError(f"{shown} is a folder, not a dclust model file.")
+                raise ModelFormatError(_folder_msg(shown))
             with open(p, "rb") as f:
                 data = f.read()
     except FileNotFoundError:
-        raise StorageError(f"No model file at {shown}.") from None
+        raise StorageError(
+            f"No model file at {shown}: the path does not exist. Check the path; models are "
+            "written by est.save(path)."
+        ) from None
+    except PermissionError as e:
+        raise StorageError(f"Cannot read the model file {shown}: {e}.") from None
     except IsADirectoryError:
-        raise ModelFormatError(f"{shown} is a folder, not a dclust model file.") from None
+        raise ModelFormatError(_folder_msg(shown)) from None
     not_model = ModelFormatError(
-        f"{shown} is not a dclust model file (expected an NPZ archive written by "
-        "dclust's save()); was it written by another tool?"
+        f"{shown} is not a dclust model file (expected an NPZ archive with dclust metadata, "
+        "as written by est.save(path)); was it written by another tool? Pass the path of a "
+        "model saved by dclust."
     )
     try:
         npz = np.load(io.BytesIO(data), allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):  # a lone .npy array
+            raise not_model
         names = set(npz.files)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError):
+    except ModelFormatError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError, TypeError):
         raise not_model from None
     if _META not in names:
         raise not_model
     try:
-        meta = json.loads(str(npz[_META]))
-    except (ValueError, TypeError):
+        raw = npz[_META]
+        if raw.dtype.kind != "U" or raw.ndim != 0:
+            raise not_model
+        meta = json.loads(str(raw))
+    except ModelFormatError:
+        raise
+    except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile):
         raise not_model from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise not_model
     version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ModelFormatError(
+            f"{shown} has an invalid dclust model format version {version!r} (expected an "
+            f"integer from 1 to {FORMAT_VERSION}); the file is damaged. Save the model again."
+        )
+    if version > FORMAT_VERSION:
         raise ModelFormatError(
             f"{shown} is a dclust model of format version {version!r}, which this dclust "
             f"({__version__}) cannot read (it reads versions 1 to {FORMAT_VERSION}). "
             "Upgrade dclust to load it."
         )
+    damaged = (f"{shown} is a damaged dclust model file ({{}}); save the model again from a "
+               "fitted estimator.")
+    names_listed = meta.get("arrays", [])
+    if (
+        not isinstance(meta.get("estimator"), str)
+        or not isinstance(meta.get("params", {}), dict)
+        or not isinstance(meta.get("attributes", {}), dict)
+        or not isinstance(names_listed, list)
+        or not all(isinstance(n, str) for n in names_listed)
+    ):
+        raise ModelFormatError(damaged.format("its metadata is incomplete"))
+    meta.setdefault("params", {})
+    meta.setdefault("attributes", {})
     try:
-        arrays = {name: npz[name] for name in meta.get("arrays", [])}
-    except (KeyError, ValueError) as e:
-        raise ModelFormatError(f"{shown} is a damaged dclust model: {e}") from None
+        arrays = {name: npz[name] for name in names_listed}
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise ModelFormatError(damaged.format(f"{type(e).__name__}: {e}")) from None
     return meta, arrays

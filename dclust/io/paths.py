@@ -16,6 +16,7 @@ __all__ = ["is_url", "local_path", "atomic_output", "exists", "make_store"]
 
 
 def is_url(path) -> bool:
+    """True for fsspec URLs other than ``file://`` (which is a local path)."""
     return isinstance(path, str) and "://" in path and not path.startswith("file://")
 
 
@@ -34,6 +35,7 @@ def _fs(url, storage_options):
 
 
 def exists(path, storage_options=None) -> bool:
+    path = os.fspath(path)
     if is_url(path):
         fs, root = _fs(path, storage_options)
         return fs.exists(root)
@@ -44,6 +46,7 @@ def make_store(path, *, storage_options=None, read_only=True):
     """A zarr store for ``path``."""
     from zarr.storage import FsspecStore, LocalStore
 
+    path = os.fspath(path)
     if is_url(path):
         return FsspecStore.from_url(path, storage_options=storage_options, read_only=read_only)
     return LocalStore(local_path(path), read_only=read_only)
@@ -63,6 +66,7 @@ def atomic_output(path, *, storage_options=None, overwrite=True):
     """
     from ..exceptions import StorageError
 
+    path = os.fspath(path)
     if is_url(path):
         fs, root = _fs(path, storage_options)
         if not overwrite and fs.exists(root):
@@ -77,40 +81,61 @@ def atomic_output(path, *, storage_options=None, overwrite=True):
             raise
         # Object stores have no rename: the new version is complete before the old goes.
         old = None
-        if fs.exists(root):
-            old = _sibling(root, "old")
-            fs.mv(root, old, recursive=True)
-        fs.mv(tmp_root, root, recursive=True)
+        try:
+            if fs.exists(root):
+                old = _sibling(root, "old")
+                fs.mv(root, old, recursive=True)
+            fs.mv(tmp_root, root, recursive=True)
+        except Exception as e:
+            with contextlib.suppress(Exception):
+                if old is not None and not fs.exists(root):
+                    fs.mv(old, root, recursive=True)
+            with contextlib.suppress(Exception):
+                fs.rm(tmp_root, recursive=True)
+            raise StorageError(f"Cannot move the new output into place at {path!r}: {e}") from e
         if old is not None:
             with contextlib.suppress(Exception):
                 fs.rm(old, recursive=True)
         return
     final = local_path(path)
-    if not overwrite and os.path.exists(final):
+    if not overwrite and os.path.lexists(final):
         raise StorageError(f"{path!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it.")
     parent = os.path.dirname(final)
     if not os.path.isdir(parent):
-        raise StorageError(f"Cannot write {path!r}: the folder {parent!r} does not exist.")
+        raise StorageError(
+            f"Cannot write {path!r}: the folder {parent!r} does not exist. Create it first "
+            "(os.makedirs(folder)) or choose a path in an existing folder."
+        )
     tmp = _sibling(final, "tmp")
     try:
         yield tmp
     except BaseException:
         _remove(tmp)
         raise
-    if os.path.isdir(final) and not os.path.islink(final):
-        # A directory cannot be replaced in one rename: move the old one aside first;
-        # the window between the two renames is two metadata operations long.
-        old = _sibling(final, "old")
-        os.rename(final, old)
-        try:
-            os.rename(tmp, final)
-        except BaseException:
-            os.rename(old, final)
-            _remove(tmp)
-            raise
-        _remove(old)
-    else:
-        os.replace(tmp, final)
+    try:
+        _move_into_place(tmp, final)
+    except OSError as e:
+        _remove(tmp)
+        raise StorageError(f"Cannot move the new output into place at {path!r}: {e}") from e
+
+
+def _move_into_place(tmp: str, final: str) -> None:
+    """Rename ``tmp`` to ``final``, replacing whatever is there (file or folder)."""
+    if not os.path.lexists(final) or (
+        not os.path.isdir(tmp) and (os.path.islink(final) or not os.path.isdir(final))
+    ):
+        os.replace(tmp, final)  # one atomic rename, file over file
+        return
+    # A folder cannot be replaced in one rename (nor a file by a folder): move the old
+    # one aside first; the window between the two renames is two metadata operations.
+    old = _sibling(final, "old")
+    os.rename(final, old)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        os.rename(old, final)
+        raise
+    _remove(old)
 
 
 def _remove(p):

@@ -36,6 +36,8 @@ def local_cluster_layout(n_cores: int | None = None) -> tuple[int, int]:
     machines, where one process per four cores keeps memory allocators and the
     scheduler's per-worker bookkeeping in check.
     """
+    if n_cores is not None and (isinstance(n_cores, bool) or not isinstance(n_cores, int) or n_cores < 1):
+        raise DclustValueError(f"n_cores={n_cores!r} must be a positive integer (or None for this machine's).")
     n_cores = n_cores or os.cpu_count() or 1
     workers = max(1, n_cores // 4)
     while n_cores % workers:
@@ -79,22 +81,34 @@ def connect(address=None, *, scheduler_file=None, security=None, timeout=10.0, q
             f"Scheduler file {scheduler_file!r} does not exist. Start the scheduler with "
             f"`dask scheduler --scheduler-file {scheduler_file}` or pass its address."
         )
-    where = address if address is not None else f"scheduler file {scheduler_file!r}"
+    given_timeout = timeout
+    try:
+        timeout = float(timeout)
+    except (TypeError, ValueError):
+        timeout = -1.0
+    if not timeout > 0 or timeout != timeout:
+        raise DclustValueError(
+            f"timeout={given_timeout!r} must be a positive number of seconds, for example timeout=10."
+        )
+    where = repr(address) if address is not None else f"scheduler file {scheduler_file!r}"
     try:
         client = Client(
             address,
             scheduler_file=scheduler_file,
             security=security,
-            timeout=f"{float(timeout)}s",
+            timeout=f"{timeout}s",
             set_as_default=True,
         )
     except (OSError, TimeoutError) as e:
         raise ClusterConnectionError(
-            f"Cannot reach the Dask scheduler at {where!r} within {timeout:g} s ({e}). "
+            f"Cannot reach the Dask scheduler at {where} within {timeout:g} s ({e}). "
             "Check that `dask scheduler` is running there and that host and port are right."
         ) from None
     except ValueError as e:
-        raise ClusterConnectionError(f"Cannot connect to the Dask scheduler at {where!r}: {e}") from None
+        raise ClusterConnectionError(
+            f"Cannot connect to the Dask scheduler at {where}: {e}. Pass an address such as "
+            "'tcp://host:8786' or the scheduler file written by `dask scheduler --scheduler-file`."
+        ) from None
     with _lock:
         _connected = client
     if not quiet:
