@@ -197,3 +197,25 @@ def test_get_set_params_and_clone():
 def test_not_fitted():
     with pytest.raises(dclust.NotFittedError, match="not fitted yet"):
         dclust.KMeans().predict(np.zeros((3, 2)))
+
+
+def test_all_zero_dask_weights_refused_in_first_pass(blobs):
+    X, _, _ = blobs
+    Xd = da.from_array(X, chunks=(500, X.shape[1]))
+    w = da.zeros(len(X), chunks=500)
+    for init in ("k-means||", X[:5]):
+        before = compute_count()
+        with pytest.raises(ValueError, match="sample_weight is zero everywhere"):
+            dclust.KMeans(5, init=init, progress=False).fit(Xd, sample_weight=w)
+        assert compute_count() - before <= 2  # persist + the first pass, nothing more
+
+
+def test_saved_model_keeps_init_array(tmp_path, blobs):
+    X, _, _ = blobs
+    init = X[:5].astype(np.float64)
+    km = dclust.KMeans(5, init=init, progress=False).fit(X)
+    km.save(tmp_path / "m.npz")
+    back = dclust.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(back.init, init)
+    np.testing.assert_array_equal(back.cluster_centers_, km.cluster_centers_)
+    np.testing.assert_array_equal(back.predict(X), km.predict(X))

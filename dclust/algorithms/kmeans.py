@@ -116,6 +116,11 @@ def check_data_stats(stats, X):
             f"sample_weight has {stats['n_bad_weight']:,} negative or non-finite values "
             f"(first at row {row:,}); weights must be finite and >= 0."
         )
+    if stats["weight_sum"] <= 0:
+        raise DclustValueError(
+            "sample_weight is zero everywhere; at least one row needs a positive weight. "
+            "Pass sample_weight=None to weigh every row equally."
+        )
 
 
 def default_init_size(n_samples, n_clusters):

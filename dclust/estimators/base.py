@@ -50,14 +50,17 @@ class DclustEstimator(BaseEstimator):
         """
         self._check_fitted()
         params = {}
+        array_params = {}
         for k, v in self.get_params().items():
             if isinstance(v, np.ndarray):
-                continue  # an init array is not needed to use the model
+                array_params[f"param:{k}"] = v  # e.g. an init array: kept with the arrays
+                continue
             if isinstance(v, (np.random.Generator, np.random.RandomState)):
                 v = None
             params[k] = v
         attributes = {k: getattr(self, k) for k in self._fitted_scalars if hasattr(self, k)}
         arrays = {k: getattr(self, k) for k in self._fitted_arrays if hasattr(self, k)}
+        arrays.update(array_params)
         return save_model(path, type(self).__name__, params, attributes, arrays,
                           storage_options=storage_options)
 
@@ -86,11 +89,15 @@ def load(path, *, storage_options=None):
             f"known types: {', '.join(sorted(_REGISTRY))}."
         )
     valid = set(cls._get_param_names())
-    est = cls(**{k: v for k, v in meta["params"].items() if k in valid})
+    params = {k: v for k, v in meta["params"].items() if k in valid}
+    params.update({k[len("param:"):]: v for k, v in arrays.items()
+                   if k.startswith("param:") and k[len("param:"):] in valid})
+    est = cls(**params)
     for k, v in meta.get("attributes", {}).items():
         setattr(est, k, v)
     for k, v in arrays.items():
-        setattr(est, k, v)
+        if not k.startswith("param:"):
+            setattr(est, k, v)
     return est
 
 

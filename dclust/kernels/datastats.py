@@ -31,7 +31,8 @@ def data_stats_partial(X, sample_weight=None, *, row_offset=0):
     stats : dict
         ``count``, ``mean`` and ``m2`` (float64 per feature, Chan's parallel form),
         ``n_nonfinite`` and ``first_nonfinite`` (global row, -1 if none), and for the
-        weights ``n_bad_weight`` and ``first_bad_weight`` (negative or non-finite).
+        weights ``n_bad_weight`` and ``first_bad_weight`` (negative or non-finite) and
+        ``weight_sum`` (the number of rows without weights).
     """
     xp = array_namespace(X)
     n, d = X.shape
@@ -54,12 +55,14 @@ def data_stats_partial(X, sample_weight=None, *, row_offset=0):
         tm2 = to_numpy(xp.sum(diff * diff, axis=0))
         count, mean, m2 = _chan(count, mean, m2, t, tmean, tm2)
     n_bad_w, first_bad_w = 0, -1
+    weight_sum = float(n)
     if sample_weight is not None:
-        w = to_numpy(sample_weight)
+        w = np.asarray(to_numpy(sample_weight), dtype=np.float64)
         bad_w = ~(np.isfinite(w) & (w >= 0))
         if bad_w.any():
             n_bad_w = int(bad_w.sum())
             first_bad_w = row_offset + int(np.flatnonzero(bad_w)[0])
+        weight_sum = float(w[~bad_w].sum())
     return {
         "count": count,
         "mean": mean,
@@ -68,6 +71,7 @@ def data_stats_partial(X, sample_weight=None, *, row_offset=0):
         "first_nonfinite": first_bad,
         "n_bad_weight": n_bad_w,
         "first_bad_weight": first_bad_w,
+        "weight_sum": weight_sum,
     }
 
 
@@ -99,6 +103,7 @@ def data_stats_combine(parts):
         out["n_nonfinite"] += p["n_nonfinite"]
         out["first_nonfinite"] = _first(out["first_nonfinite"], p["first_nonfinite"])
         out["n_bad_weight"] += p["n_bad_weight"]
+        out["weight_sum"] += p["weight_sum"]
         out["first_bad_weight"] = _first(out["first_bad_weight"], p["first_bad_weight"])
     return out
 
