@@ -11,9 +11,15 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._blas import call_gemm
+
 # Reassociation lets LLVM vectorise the per-row reductions over features; the loops are
 # still compiled once, so a given input always gives the same bits.
 _FASTMATH = {"reassoc", "nsz", "contract"}
+# The argmin's min-reduction vectorises only without NaN semantics; rows with NaN are
+# refused by the data checks of the same pass, and here they merely give label 0.
+_FASTMIN = {"nnan", "ninf", "nsz", "reassoc"}
+_SMALL_K = 32
 
 
 @numba.njit(nogil=True, cache=True)
@@ -60,6 +66,11 @@ def accumulate(X, labels, C, w, sums, wsum, dist_out, far_d, far_i, row0):
     keep_dist = dist_out.shape[0] > 0
     R = far_d.shape[0]
     total = 0.0
+    # Smallest kept far distance and its slot; rescanned only after a replacement.
+    m = 0
+    for r in range(1, R):
+        if far_d[r] < far_d[m]:
+            m = r
     for i in range(t):
         c = labels[i]
         wi = w[i] if use_w else 1.0
@@ -83,16 +94,14 @@ def accumulate(X, labels, C, w, sums, wsum, dist_out, far_d, far_i, row0):
         total += wi * dist
         if keep_dist:
             dist_out[i] = dist
-        if R > 0:
-            # Replace the smallest of the kept R when this row is farther; strict '>'
-            # keeps the earliest row on ties so the choice is deterministic.
-            m = 0
-            for r in range(1, R):
+        if R > 0 and dist > far_d[m]:
+            # Replace the smallest of the kept R; strict '>' keeps the earliest row on
+            # ties so the choice is deterministic.
+            far_d[m] = dist
+            far_i[m] = row0 + i
+            for r in range(R):
                 if far_d[r] < far_d[m]:
                     m = r
-            if dist > far_d[m]:
-                far_d[m] = dist
-                far_i[m] = row0 + i
     return total
 
 
@@ -108,3 +117,82 @@ def exact_sqdist(X, labels, C, out):
             diff = np.float64(xrow[f]) - crow[f]
             dist += diff * diff
         out[i] = dist
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FASTMIN, inline="always")
+def _row_argmin(g, cnorm):
+    """First ``j`` minimising ``g[j] + cnorm[j]``."""
+    k = g.shape[0]
+    if k < _SMALL_K:
+        best = 0
+        bestv = g[0] + cnorm[0]
+        for j in range(1, k):
+            v = g[j] + cnorm[j]
+            if v < bestv:
+                bestv = v
+                best = j
+        return best
+    # A vectorised min, then a scan for its first position: cheaper than one branchy
+    # pass when k is large. Both passes compute the same float sums, so one matches.
+    m = np.inf
+    for j in range(k):
+        m = min(m, g[j] + cnorm[j])
+    for j in range(k):
+        if g[j] + cnorm[j] == m:
+            return j
+    return 0
+
+
+@numba.njit(nogil=True, cache=True)
+def _gemm_tile(gemm, Xt, CT, G, ints, ch, alpha_beta):
+    """``G[:t] = Xt @ CT`` through BLAS (column-major view: G^T = CT^T Xt^T)."""
+    t, d = Xt.shape
+    k = CT.shape[1]
+    ints[0] = k
+    ints[1] = t
+    ints[2] = d
+    call_gemm(gemm, ch.ctypes.data, ch.ctypes.data, ints[0:].ctypes.data, ints[1:].ctypes.data,
+              ints[2:].ctypes.data, alpha_beta[0:].ctypes.data, CT.ctypes.data, ints[0:].ctypes.data,
+              Xt.ctypes.data, ints[2:].ctypes.data, alpha_beta[1:].ctypes.data, G.ctypes.data,
+              ints[0:].ctypes.data)
+
+
+@numba.njit(nogil=True, cache=True)
+def lloyd_chunk(gemm, X, CT, cnorm, C, w, tile, G, labels, sums, wsum, dist_out, far_d, far_i,
+                do_sums):
+    """Assign every row of a chunk and fold it into the Lloyd statistics, in one call.
+
+    Per tile of rows: ``G = X_tile @ (-2 C^T)`` by BLAS into a cache-sized buffer, the
+    argmin of ``G + ||c||^2``, then (if ``do_sums``) the float64 segment sums, exact
+    distances and far rows via :func:`accumulate`. ``labels`` and ``dist_out`` may be
+    empty (not wanted). ``gemm`` is the address of ``sgemm`` for float32 ``X`` or
+    ``dgemm`` for float64 (see :mod:`dclust.kernels._blas`). Returns the inertia.
+    """
+    n, d = X.shape
+    ints = np.empty(3, dtype=np.int32)
+    ch = np.empty(1, dtype=np.uint8)
+    ch[0] = 78  # 'N'
+    alpha_beta = np.empty(2, dtype=X.dtype)
+    alpha_beta[0] = 1.0
+    alpha_beta[1] = 0.0
+    lab = np.empty(tile, dtype=np.int64)
+    keep_labels = labels.shape[0] > 0
+    keep_dist = dist_out.shape[0] > 0
+    use_w = w.shape[0] > 0
+    no_w = np.empty(0, dtype=np.float64)
+    no_dist = np.empty(0, dtype=np.float64)
+    total = 0.0
+    for s in range(0, n, tile):
+        t = min(tile, n - s)
+        Xt = X[s : s + t]
+        _gemm_tile(gemm, Xt, CT, G, ints, ch, alpha_beta)
+        for i in range(t):
+            lab[i] = _row_argmin(G[i], cnorm)
+        if keep_labels:
+            labels[s : s + t] = lab[:t]
+        if do_sums:
+            total += accumulate(Xt, lab[:t], C, w[s : s + t] if use_w else no_w, sums, wsum,
+                                dist_out[s : s + t] if keep_dist else no_dist, far_d, far_i, s)
+        elif keep_dist:
+            exact_sqdist(Xt, lab[:t], C, dist_out[s : s + t])
+    return total

@@ -15,15 +15,20 @@ the portable path, which the tests hold equal to the fast one.
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg.blas import dgemm, sgemm
-
 from .._xp import array_namespace, is_numpy_namespace
 from . import _numba
+from ._blas import DGEMM, SGEMM
 
 __all__ = ["lloyd_partial", "nearest_center", "tile_rows"]
 
-# numpy.argmin's SIMD loop wins over a scalar compiled loop once rows are this long.
-_NUMPY_ARGMIN_MIN_K = 64
+
+_NO_F64 = np.empty(0, dtype=np.float64)
+_NO_I64 = np.empty(0, dtype=np.int64)
+_NO_SUMS = np.empty((0, 0), dtype=np.float64)
+
+
+def _gemm(X):
+    return SGEMM if X.dtype == np.float32 else DGEMM
 
 
 def tile_rows(n_clusters: int) -> int:
@@ -40,63 +45,34 @@ def _prepare_numpy(X, centers):
         X = X.astype(np.float64)
     X = np.ascontiguousarray(X)
     C64 = np.ascontiguousarray(centers, dtype=np.float64)
-    Cx = np.ascontiguousarray(C64.astype(X.dtype))
+    # -2 C^T in X's dtype: scaling by a power of two is exact.
+    CT = np.ascontiguousarray((-2.0 * C64).T.astype(X.dtype))
     cnorm = np.einsum("ij,ij->i", C64, C64).astype(X.dtype)
-    return X, C64, Cx, cnorm
-
-
-def _distance_tile(gemm, Xt, Cx, cnorm, G):
-    """``G[i, j] = ||c_j||^2 - 2 x_i . c_j`` for the rows of ``Xt`` (written in place)."""
-    G[...] = cnorm
-    # In Fortran terms G.T (k x t) = -2 * Cx (k x d) @ Xt.T (d x t) + G.T; every operand
-    # is already Fortran-contiguous that way, so BLAS writes straight into G.
-    out = gemm(-2.0, Cx.T, Xt.T, 1.0, G.T, trans_a=1, overwrite_c=1)
-    if out.base is not G and out is not G.T:  # pragma: no cover - BLAS made a copy
-        G[...] = out.T
-
-
-def _assign_tile(Xt, Cx, cnorm, G, labels, gemm):
-    _distance_tile(gemm, Xt, Cx, cnorm, G)
-    if G.shape[1] >= _NUMPY_ARGMIN_MIN_K:
-        np.argmin(G, axis=1, out=labels)
-    else:
-        _numba.argmin_rows(G, labels)
+    return X, C64, CT, cnorm
 
 
 def _lloyd_numpy(X, centers, w, n_far, row_offset):
-    X, C64, Cx, cnorm = _prepare_numpy(X, centers)
+    X, C64, CT, cnorm = _prepare_numpy(X, centers)
     n, d = X.shape
     k = C64.shape[0]
-    gemm = sgemm if X.dtype == np.float32 else dgemm
     tile = tile_rows(k)
-    G = np.empty((min(tile, max(n, 1)), k), dtype=X.dtype)
-    labels = np.empty(G.shape[0], dtype=np.intp)
+    G = np.empty((tile, k), dtype=X.dtype)
     sums = np.zeros((k, d))
     wsum = np.zeros(k)
     far_d = np.full(n_far, -np.inf)
     far_i = np.full(n_far, -1, dtype=np.int64)
-    no_dist = np.empty(0)
-    w64 = np.empty(0) if w is None else np.ascontiguousarray(w, dtype=np.float64)
-    inertia = 0.0
-    for s in range(0, n, tile):
-        Xt = X[s : s + tile]
-        t = Xt.shape[0]
-        _assign_tile(Xt, Cx, cnorm, G[:t], labels[:t], gemm)
-        wt = w64[s : s + t] if w is not None else w64
-        inertia += _numba.accumulate(
-            Xt, labels[:t], C64, wt, sums, wsum, no_dist, far_d, far_i, s
-        )
+    w64 = _NO_F64 if w is None else np.ascontiguousarray(w, dtype=np.float64)
+    inertia = _numba.lloyd_chunk(_gemm(X), X, CT, cnorm, C64, w64, tile, G, _NO_I64, sums, wsum, _NO_F64,
+                                 far_d, far_i, True)
     keep = far_i >= 0
     order = np.lexsort((far_i[keep], -far_d[keep]))
     far_i = far_i[keep][order]
     far_d = far_d[keep][order]
-    far_x = X[far_i].astype(np.float64)
+    far_x = np.ascontiguousarray(X[far_i])
     far_label = np.empty(far_i.shape[0], dtype=np.int64)
     if far_i.shape[0]:
-        Gf = np.empty((far_i.shape[0], k), dtype=X.dtype)
-        lab = np.empty(far_i.shape[0], dtype=np.intp)
-        _assign_tile(np.ascontiguousarray(X[far_i]), Cx, cnorm, Gf, lab, gemm)
-        far_label[:] = lab
+        _numba.lloyd_chunk(_gemm(X), far_x, CT, cnorm, C64, _NO_F64, tile, G, far_label, sums, wsum,
+                           _NO_F64, _NO_F64, _NO_I64, False)
     far_w = np.ones(far_i.shape[0]) if w is None else w64[far_i]
     return {
         "sums": sums,
@@ -104,26 +80,22 @@ def _lloyd_numpy(X, centers, w, n_far, row_offset):
         "inertia": np.asarray(inertia),
         "far_dist": far_d,
         "far_row": far_i + row_offset,
-        "far_x": far_x,
+        "far_x": far_x.astype(np.float64),
         "far_label": far_label,
         "far_weight": far_w,
     }
 
 
 def _nearest_numpy(X, centers):
-    X, C64, Cx, cnorm = _prepare_numpy(X, centers)
+    X, C64, CT, cnorm = _prepare_numpy(X, centers)
     n = X.shape[0]
     k = C64.shape[0]
-    gemm = sgemm if X.dtype == np.float32 else dgemm
     tile = tile_rows(k)
-    G = np.empty((min(tile, max(n, 1)), k), dtype=X.dtype)
-    labels = np.empty(n, dtype=np.intp)
-    for s in range(0, n, tile):
-        Xt = X[s : s + tile]
-        t = Xt.shape[0]
-        _assign_tile(Xt, Cx, cnorm, G[:t], labels[s : s + t], gemm)
+    G = np.empty((tile, k), dtype=X.dtype)
+    labels = np.empty(n, dtype=np.int64)
     dist = np.empty(n)
-    _numba.exact_sqdist(X, labels, C64, dist)
+    _numba.lloyd_chunk(_gemm(X), X, CT, cnorm, C64, _NO_F64, tile, G, labels, _NO_SUMS, _NO_F64, dist,
+                       _NO_F64, _NO_I64, False)
     return labels, dist
 
 
