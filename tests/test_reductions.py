@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dclust.algorithms.kmeans import data_stats_aggregation, lloyd_aggregation
-from dclust.reductions.engine import Aggregation, build_pass, run_pass
+from dclust.reductions.engine import Aggregation, build_pass, group_size, run_pass
 from dclust.reductions.monoids import fields_combine, top_combine
 from dclust.runtime.compute import compute_count
 
@@ -37,8 +37,19 @@ def test_build_pass_computes_nothing_and_tree_is_log_depth():
     assert compute_count() == before
     layer = [v for k, v in graph.layers.items() if k.startswith("dclust-pass")][0]
     depth = max(k[1] for k in layer if isinstance(k, tuple))
-    assert depth == int(np.ceil(np.log(100) / np.log(4)))
+    n_tasks = len([k for k in layer if isinstance(k, tuple) and k[1] == 0])
+    # 100 tiny chunks are read several to a task; the tree over those tasks is log-depth.
+    assert n_tasks == int(np.ceil(100 / group_size(X.chunks[0], 24)))
+    assert 1 < n_tasks < 100
+    assert depth == int(np.ceil(np.log(n_tasks) / np.log(4)))
     assert key[1] == depth
+
+
+def test_group_size_depends_on_chunking_only():
+    assert group_size((10_000_000,) * 8, 128) == 1
+    assert group_size((100,) * 10_000, 64) == 625
+    assert group_size((100,) * 10, 64) == 1
+    assert group_size((1_000_000,) * 100, 64) == 1
 
 
 def test_chunk_context_and_order():
@@ -100,3 +111,17 @@ def test_result_bit_identical_across_worker_counts():
 def test_empty_input_refused():
     with pytest.raises(ValueError, match="at least one row"):
         run_pass(da.zeros((0, 3), chunks=(1, 3)), {"s": SUM})
+
+
+def test_grouped_chunks_keep_order_and_offsets():
+    Xn = np.arange(300.0).reshape(100, 3)
+    X = da.from_array(Xn, chunks=(2, 3))  # 50 tiny chunks: several per task
+    out = run_pass(X, {"s": SUM}, split_every=3)["s"]
+    np.testing.assert_array_equal(out["bid"], np.arange(50))
+    np.testing.assert_array_equal(out["first"], np.arange(0, 100, 2))
+    np.testing.assert_allclose(out["s"], Xn.sum(0))
+    w = da.from_array(np.arange(100.0), chunks=2)
+    km_w = run_pass(X, {"l": lloyd_aggregation(Xn[:2].astype(float), 0)}, sample_weight=w)["l"]
+    ref = run_pass(da.from_array(Xn, chunks=(100, 3)), {"l": lloyd_aggregation(Xn[:2].astype(float), 0)},
+                   sample_weight=da.from_array(np.arange(100.0), chunks=100))["l"]
+    np.testing.assert_allclose(km_w["sums"], ref["sums"])

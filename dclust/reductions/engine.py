@@ -23,6 +23,11 @@ from ..runtime.compute import compute_graph
 __all__ = ["Aggregation", "ChunkContext", "build_pass", "run_pass", "row_offsets"]
 
 DEFAULT_SPLIT_EVERY = 8
+# Chunks smaller than this are processed several to a task: a task costs the scheduler
+# about a millisecond, so thousands of tiny chunks would otherwise cost more than the work.
+MIN_TASK_BYTES = 16 * 2**20
+# ... but never fewer tasks than this (when there are that many chunks), to keep workers busy.
+MIN_TASKS = 16
 
 
 @dataclass(frozen=True)
@@ -68,13 +73,38 @@ def row_offsets(chunks_rows) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(chunks_rows)[:-1]]).astype(np.int64)
 
 
-def _chunk_task(block, w_block, block_id, row_offset, aggs):
+def _run_chunk(block, w_block, block_id, row_offset, aggs):
     ctx = ChunkContext(block_id, row_offset, block.shape[0])
     return {name: agg.chunk(block, w_block, ctx, *agg.args) for name, agg in aggs.items()}
 
 
 def _combine_task(aggs, *parts):
     return {name: agg.combine([p[name] for p in parts]) for name, agg in aggs.items()}
+
+
+def _group_task(aggs, block_ids, offsets, has_weights, *blocks):
+    """Run the kernels on consecutive chunks and merge them in chunk order."""
+    n = len(block_ids)
+    weights = blocks[n:] if has_weights else (None,) * n
+    parts = [
+        _run_chunk(blocks[j], weights[j], block_ids[j], offsets[j], aggs) for j in range(n)
+    ]
+    return parts[0] if n == 1 else _combine_task(aggs, *parts)
+
+
+def group_size(chunks_rows, row_bytes) -> int:
+    """Chunks per task: 1 for ordinary chunks, more for tiny ones (data-dependent only).
+
+    The grouping depends on the chunking alone, never on the cluster, so results stay
+    bit-identical whatever the number of workers.
+    """
+    n_chunks = len(chunks_rows)
+    if n_chunks <= MIN_TASKS:
+        return 1
+    typical = float(np.median(chunks_rows)) * row_bytes
+    by_bytes = int(np.ceil(MIN_TASK_BYTES / max(typical, 1.0)))
+    by_tasks = int(np.ceil(n_chunks / MIN_TASKS))
+    return max(1, min(by_bytes, by_tasks))
 
 
 def build_pass(X, aggregations, *, sample_weight=None, split_every=None, name="dclust-pass"):
@@ -107,11 +137,17 @@ def build_pass(X, aggregations, *, sample_weight=None, split_every=None, name="d
     offsets = row_offsets(X.chunks[0])
     x_keys = [k for k in _flatten(X.__dask_keys__())]
     w_keys = None if sample_weight is None else list(_flatten(sample_weight.__dask_keys__()))
+    row_bytes = X.shape[1] * X.dtype.itemsize
+    g = group_size(X.chunks[0], row_bytes)
     level = []
-    for i, xk in enumerate(x_keys):
-        key = (layer_name, 0, i)
-        wk = None if w_keys is None else w_keys[i]
-        layer[key] = (_chunk_task, xk, wk, i, int(offsets[i]), aggs_key)
+    for j, s in enumerate(range(0, len(x_keys), g)):
+        ids = tuple(range(s, min(s + g, len(x_keys))))
+        key = (layer_name, 0, j)
+        deps = [x_keys[i] for i in ids]
+        if w_keys is not None:
+            deps += [w_keys[i] for i in ids]
+        layer[key] = (_group_task, aggs_key, ids, tuple(int(offsets[i]) for i in ids),
+                      w_keys is not None, *deps)
         level.append(key)
     depth = 0
     while len(level) > 1:
