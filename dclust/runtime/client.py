@@ -10,6 +10,7 @@ Order of preference:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -122,12 +123,13 @@ def _usable(client) -> bool:
 
 def get_client(*, quiet=False):
     """The ``distributed.Client`` dclust computes on (see the module docstring)."""
-    global _embedded
+    global _embedded, _connected
     from distributed import Client, LocalCluster
 
     with _lock:
         if _usable(_connected):
             return _connected
+        _connected = None
         try:
             current = Client.current(allow_global=True)
         except ValueError:
@@ -148,6 +150,8 @@ def get_client(*, quiet=False):
         )
         client = Client(cluster, set_as_default=True)
         _embedded = (cluster, client)
+        # Close it before the interpreter tears down, so workers do not log lost heartbeats.
+        atexit.register(shutdown)
         if not quiet:
             _say(
                 f"started a local Dask cluster ({workers} worker(s) x {threads} thread(s)); "
