@@ -52,17 +52,25 @@ def log(*a):
 
 
 def make_data(n, d, k, seed=0, chunk=None):
-    """Overlapping blobs, so that labels keep changing and no run converges early."""
+    """Overlapping blobs, so that labels keep changing and no run converges early.
+
+    Eight row-chunks by default: four per worker thread on two cores.
+    """
     from dclust.testing import make_blobs_array
 
     X, _ = make_blobs_array(n, d, k, cluster_std=4.0, center_box=(-5, 5), seed=seed,
-                            chunk_size=chunk, dtype="float32")
+                            chunk_size=chunk or -(-n // 8), dtype="float32")
     return X
 
 
 def marginal(fit, m, repeats):
-    """(seconds per iteration, n_iter check) from fits of 2 and 2 + m iterations."""
-    best = np.inf
+    """Seconds per iteration: median over ``repeats`` of (fit(2 + m) - fit(2)) / m.
+
+    One untimed fit first (thread pools, caches, compiled code), then the two fits
+    alternate, so that drifts of a shared machine hit both sides alike.
+    """
+    fit(2)
+    diffs = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fit(2)
@@ -70,8 +78,8 @@ def marginal(fit, m, repeats):
         t0 = time.perf_counter()
         fit(2 + m)
         tm = time.perf_counter() - t0
-        best = min(best, (tm - t2) / m)
-    return best
+        diffs.append((tm - t2) / m)
+    return float(np.median(diffs))
 
 
 def run_dclust(Xp, C, m, repeats):
@@ -152,7 +160,7 @@ def lloyd_workload(name, n, d, k, *, m, repeats, systems, peak, bw, workdir):
         "dclust": lambda: run_dclust(Xp, C, m, repeats),
         "sklearn": lambda: run_sklearn(Xn, C, m, repeats),
         "faiss": lambda: run_faiss(Xn, C, m, repeats),
-        "dask-ml": lambda: run_daskml(Xp, C, max(2, m // 2), 1),
+        "dask-ml": lambda: run_daskml(Xp, C, max(2, m // 2), max(1, repeats // 2)),
     }
     for s in systems:
         gc.collect()
@@ -337,8 +345,8 @@ def main(argv=None):
     p.add_argument("--scale", type=int, default=None, help="divide every n by this (dry runs)")
     p.add_argument("--workloads", default="a,b,c,big,init,e,d")
     p.add_argument("--systems", default=",".join(SYSTEMS))
-    p.add_argument("--iters", type=int, default=5, help="m: marginal iterations (default 5)")
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--iters", type=int, default=6, help="m: marginal iterations (default 6)")
+    p.add_argument("--repeats", type=int, default=3, help="timed pairs of fits per system (median)")
     p.add_argument("--ooc-gb", type=float, default=8.0, help="size on disk of workload d")
     p.add_argument("--workdir", default=None, help="where datasets are written (default: a temp dir)")
     p.add_argument("--json", default=None, help="write all figures to this JSON file")

@@ -81,7 +81,7 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         its source (Zarr) on every pass; ``"auto"`` persists when it takes at most half
         the workers' memory.
     init_size : int, optional
-        Rows the seeding runs on; default ``min(n, max(100000, 64 * n_clusters))``.
+        Rows the seeding runs on; default ``min(n, max(50000, 32 * n_clusters))``.
     oversampling_factor : float, default=2.0
         k-means|| candidates per round, as a multiple of ``n_clusters``.
     init_max_iter : int, default=5

@@ -78,7 +78,7 @@ def kmeans_plusplus(X, n_clusters, sample_weight, rng, n_local_trials=None):
     return centers, indices
 
 
-def weighted_lloyd(X, centers, sample_weight, max_iter=20, tol=1e-6):
+def weighted_lloyd(X, centers, sample_weight, max_iter=10, tol=1e-6):
     """A few Lloyd iterations on a small weighted point set (empty clusters stay put)."""
     C = np.array(centers, dtype=np.float64)
     for _ in range(max_iter):
