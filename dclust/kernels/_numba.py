@@ -19,7 +19,7 @@ _FASTMATH = {"reassoc", "nsz", "contract"}
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)
-def accumulate(X, labels, C, w, sums, wsum, dist_out, far_d, far_i, row0):
+def accumulate(X, labels, C, w, sums, wsum, dist_out, far_d, far_i, far_l, row0):
     """Fold one tile of assigned rows into the Lloyd statistics.
 
     Parameters
@@ -32,8 +32,8 @@ def accumulate(X, labels, C, w, sums, wsum, dist_out, far_d, far_i, row0):
     wsum : (k,) float64 array, ``sum w`` per cluster (updated).
     dist_out : (t,) float64 array receiving the exact squared distance of each row to
         its centre, or an empty array.
-    far_d, far_i : (R,) arrays, the R largest distances seen so far and their row
-        numbers within the chunk (updated; R may be 0).
+    far_d, far_i, far_l : (R,) arrays, the R largest distances seen so far, their row
+        numbers within the chunk and their labels (updated; R may be 0).
     row0 : int
         Row number of the tile's first row within the chunk.
 
@@ -80,6 +80,7 @@ def accumulate(X, labels, C, w, sums, wsum, dist_out, far_d, far_i, row0):
             # ties so the choice is deterministic.
             far_d[m] = dist
             far_i[m] = row0 + i
+            far_l[m] = c
             for r in range(R):
                 if far_d[r] < far_d[m]:
                     m = r
@@ -135,7 +136,7 @@ def _gemm_tile(gemm, Xt, CT, G, ints, ch, alpha_beta):
 
 @numba.njit(nogil=True, cache=True)
 def lloyd_chunk(gemm, X, CT, cnorm, C, w, tile, G, labels, sums, wsum, dist_out, far_d, far_i,
-                do_sums):
+                far_l, do_sums):
     """Assign every row of a chunk and fold it into the Lloyd statistics, in one call.
 
     Per tile of rows: ``G = X_tile @ (-2 C^T)`` by BLAS into a cache-sized buffer, the
@@ -168,7 +169,20 @@ def lloyd_chunk(gemm, X, CT, cnorm, C, w, tile, G, labels, sums, wsum, dist_out,
             labels[s : s + t] = lab[:t]
         if do_sums:
             total += accumulate(Xt, lab[:t], C, w[s : s + t] if use_w else no_w, sums, wsum,
-                                dist_out[s : s + t] if keep_dist else no_dist, far_d, far_i, s)
+                                dist_out[s : s + t] if keep_dist else no_dist, far_d, far_i, far_l,
+                                s)
         elif keep_dist:
             exact_sqdist(Xt, lab[:t], C, dist_out[s : s + t])
     return total
+
+
+@numba.njit(nogil=True, cache=True)
+def gemm_into(gemm, Xt, CT, G):
+    """``G[:t] = Xt @ CT`` by BLAS, for callers that take the argmin themselves."""
+    ints = np.empty(3, dtype=np.int32)
+    ch = np.empty(1, dtype=np.uint8)
+    ch[0] = 78  # 'N'
+    alpha_beta = np.empty(2, dtype=Xt.dtype)
+    alpha_beta[0] = 1.0
+    alpha_beta[1] = 0.0
+    _gemm_tile(gemm, Xt, CT, G, ints, ch, alpha_beta)

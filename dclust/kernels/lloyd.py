@@ -27,6 +27,11 @@ _NO_I64 = np.empty(0, dtype=np.int64)
 _NO_SUMS = np.empty((0, 0), dtype=np.float64)
 
 
+# From this many centres on, NumPy's SIMD argmin over the distance tile beats the
+# compiled scalar loop by enough to pay for a Python call per tile.
+LARGE_K = 128
+
+
 def _gemm(X):
     return SGEMM if X.dtype == np.float32 else DGEMM
 
@@ -51,28 +56,63 @@ def _prepare_numpy(X, centers):
     return X, C64, CT, cnorm
 
 
+def _assign_large_k(X, C64, tile, labels, sink):
+    """Labels of every row for large ``k``: BLAS GEMM with ``||c||^2`` folded in, NumPy argmin.
+
+    Each tile of rows is copied into a buffer with an extra column of ones, so that one
+    GEMM against ``[-2 C^T; ||c||^2]`` gives ``||c||^2 - 2 x.c`` directly (a copy of
+    ``t x (d + 1)`` instead of an addition over ``t x k``), and NumPy's SIMD argmin
+    scans it about twice as fast as a compiled scalar loop. ``sink(s, e, labels)`` is
+    called after each tile. Every step releases the GIL.
+    """
+    n, d = X.shape
+    k = C64.shape[0]
+    CTa = np.empty((d + 1, k), dtype=X.dtype)
+    CTa[:d] = (-2.0 * C64).T
+    CTa[d] = np.einsum("ij,ij->i", C64, C64)
+    Xa = np.ones((tile, d + 1), dtype=X.dtype)
+    G = np.empty((tile, k), dtype=X.dtype)
+    gemm = _gemm(X)
+    for s in range(0, n, tile):
+        e = min(s + tile, n)
+        t = e - s
+        Xa[:t, :d] = X[s:e]
+        _numba.gemm_into(gemm, Xa[:t], CTa, G[:t])
+        np.argmin(G[:t], axis=1, out=labels[s:e])
+        sink(s, e, labels)
+
+
 def _lloyd_numpy(X, centers, w, n_far, row_offset):
     X, C64, CT, cnorm = _prepare_numpy(X, centers)
     n, d = X.shape
     k = C64.shape[0]
     tile = tile_rows(k)
-    G = np.empty((tile, k), dtype=X.dtype)
     sums = np.zeros((k, d))
     wsum = np.zeros(k)
     far_d = np.full(n_far, -np.inf)
     far_i = np.full(n_far, -1, dtype=np.int64)
+    far_l = np.full(n_far, -1, dtype=np.int64)
     w64 = _NO_F64 if w is None else np.ascontiguousarray(w, dtype=np.float64)
-    inertia = _numba.lloyd_chunk(_gemm(X), X, CT, cnorm, C64, w64, tile, G, _NO_I64, sums, wsum, _NO_F64,
-                                 far_d, far_i, True)
+    if k >= LARGE_K:
+        labels = np.empty(n, dtype=np.intp)
+        total = [0.0]
+
+        def sink(s, e, lab):
+            total[0] += _numba.accumulate(X[s:e], lab[s:e], C64, w64[s:e] if w is not None else w64,
+                                          sums, wsum, _NO_F64, far_d, far_i, far_l, s)
+
+        _assign_large_k(X, C64, tile, labels, sink)
+        inertia = total[0]
+    else:
+        G = np.empty((tile, k), dtype=X.dtype)
+        inertia = _numba.lloyd_chunk(_gemm(X), X, CT, cnorm, C64, w64, tile, G, _NO_I64, sums,
+                                     wsum, _NO_F64, far_d, far_i, far_l, True)
     keep = far_i >= 0
     order = np.lexsort((far_i[keep], -far_d[keep]))
     far_i = far_i[keep][order]
     far_d = far_d[keep][order]
+    far_label = far_l[keep][order]
     far_x = np.ascontiguousarray(X[far_i])
-    far_label = np.empty(far_i.shape[0], dtype=np.int64)
-    if far_i.shape[0]:
-        _numba.lloyd_chunk(_gemm(X), far_x, CT, cnorm, C64, _NO_F64, tile, G, far_label, sums, wsum,
-                           _NO_F64, _NO_F64, _NO_I64, False)
     far_w = np.ones(far_i.shape[0]) if w is None else w64[far_i]
     return {
         "sums": sums,
@@ -91,11 +131,20 @@ def _nearest_numpy(X, centers):
     n = X.shape[0]
     k = C64.shape[0]
     tile = tile_rows(k)
+    if k >= LARGE_K:
+        labels = np.empty(n, dtype=np.intp)
+        dist = np.empty(n)
+
+        def sink(s, e, lab):
+            _numba.exact_sqdist(X[s:e], lab[s:e], C64, dist[s:e])
+
+        _assign_large_k(X, C64, tile, labels, sink)
+        return labels.astype(np.int64, copy=False), dist
     G = np.empty((tile, k), dtype=X.dtype)
     labels = np.empty(n, dtype=np.int64)
     dist = np.empty(n)
     _numba.lloyd_chunk(_gemm(X), X, CT, cnorm, C64, _NO_F64, tile, G, labels, _NO_SUMS, _NO_F64, dist,
-                       _NO_F64, _NO_I64, False)
+                       _NO_F64, _NO_I64, _NO_I64, False)
     return labels, dist
 
 
