@@ -121,13 +121,23 @@ def _row_argmin(g, cnorm):
 
 
 @numba.njit(nogil=True, cache=True)
-def _gemm_tile(gemm, Xt, CT, G, ints, ch, alpha_beta):
-    """``G[:t] = Xt @ CT`` through BLAS (column-major view: G^T = CT^T Xt^T)."""
+def gemm_into(gemm, Xt, CT, G):
+    """``G[:t] = Xt @ CT`` through BLAS (column-major view: G^T = CT^T Xt^T).
+
+    ``gemm`` is the address of ``sgemm`` for float32 or ``dgemm`` for float64 (see
+    :mod:`dclust.kernels._blas`); every operand is C-contiguous.
+    """
     t, d = Xt.shape
     k = CT.shape[1]
+    ints = np.empty(3, dtype=np.int32)
     ints[0] = k
     ints[1] = t
     ints[2] = d
+    ch = np.empty(1, dtype=np.uint8)
+    ch[0] = 78  # 'N'
+    alpha_beta = np.empty(2, dtype=Xt.dtype)
+    alpha_beta[0] = 1.0
+    alpha_beta[1] = 0.0
     call_gemm(gemm, ch.ctypes.data, ch.ctypes.data, ints[0:].ctypes.data, ints[1:].ctypes.data,
               ints[2:].ctypes.data, alpha_beta[0:].ctypes.data, CT.ctypes.data, ints[0:].ctypes.data,
               Xt.ctypes.data, ints[2:].ctypes.data, alpha_beta[1:].ctypes.data, G.ctypes.data,
@@ -146,12 +156,6 @@ def lloyd_chunk(gemm, X, CT, cnorm, C, w, tile, G, labels, sums, wsum, dist_out,
     ``dgemm`` for float64 (see :mod:`dclust.kernels._blas`). Returns the inertia.
     """
     n, d = X.shape
-    ints = np.empty(3, dtype=np.int32)
-    ch = np.empty(1, dtype=np.uint8)
-    ch[0] = 78  # 'N'
-    alpha_beta = np.empty(2, dtype=X.dtype)
-    alpha_beta[0] = 1.0
-    alpha_beta[1] = 0.0
     lab = np.empty(tile, dtype=np.int64)
     keep_labels = labels.shape[0] > 0
     keep_dist = dist_out.shape[0] > 0
@@ -162,7 +166,7 @@ def lloyd_chunk(gemm, X, CT, cnorm, C, w, tile, G, labels, sums, wsum, dist_out,
     for s in range(0, n, tile):
         t = min(tile, n - s)
         Xt = X[s : s + t]
-        _gemm_tile(gemm, Xt, CT, G, ints, ch, alpha_beta)
+        gemm_into(gemm, Xt, CT, G)
         for i in range(t):
             lab[i] = _row_argmin(G[i], cnorm)
         if keep_labels:
@@ -174,15 +178,3 @@ def lloyd_chunk(gemm, X, CT, cnorm, C, w, tile, G, labels, sums, wsum, dist_out,
         elif keep_dist:
             exact_sqdist(Xt, lab[:t], C, dist_out[s : s + t])
     return total
-
-
-@numba.njit(nogil=True, cache=True)
-def gemm_into(gemm, Xt, CT, G):
-    """``G[:t] = Xt @ CT`` by BLAS, for callers that take the argmin themselves."""
-    ints = np.empty(3, dtype=np.int32)
-    ch = np.empty(1, dtype=np.uint8)
-    ch[0] = 78  # 'N'
-    alpha_beta = np.empty(2, dtype=Xt.dtype)
-    alpha_beta[0] = 1.0
-    alpha_beta[1] = 0.0
-    _gemm_tile(gemm, Xt, CT, G, ints, ch, alpha_beta)
