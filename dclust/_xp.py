@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import array_namespace, is_numpy_array
 
-__all__ = ["array_namespace", "is_numpy_namespace", "to_numpy", "float64_of"]
+__all__ = ["array_namespace", "is_numpy_namespace", "to_numpy"]
 
 
 def is_numpy_namespace(xp) -> bool:
@@ -23,7 +23,3 @@ def to_numpy(a):
         return a.get()
     return np.asarray(a)
 
-
-def float64_of(xp, device=None):
-    """The float64 dtype of ``xp``."""
-    return xp.float64

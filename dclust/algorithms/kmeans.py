@@ -29,6 +29,7 @@ __all__ = [
     "data_stats_aggregation",
     "sample_rows",
     "check_data_stats",
+    "check_init_array",
     "default_init_size",
     "N_FAR",
 ]
@@ -170,6 +171,19 @@ def _tolerance(data_stats, tol):
     return float(np.mean(var) * tol)
 
 
+def check_init_array(init, n_clusters, n_features):
+    """An init array as float64 of shape (n_clusters, n_features), finite, or a clear error."""
+    C = np.array(init, dtype=np.float64)
+    if C.shape != (n_clusters, n_features):
+        raise DclustValueError(
+            f"init has shape {C.shape}; an init array must have shape (n_clusters, n_features) "
+            f"= ({n_clusters}, {n_features})."
+        )
+    if not np.isfinite(C).all():
+        raise DclustValueError("init contains NaN or infinite values; every initial centre must be finite.")
+    return C
+
+
 def init_centers(X, w, n_clusters, init, seed, *, init_size=None, oversampling_factor=2.0,
                  n_rounds=5, split_every=None):
     """Initial centres, plus the data statistics when the init made the first pass.
@@ -182,15 +196,7 @@ def init_centers(X, w, n_clusters, init, seed, *, init_size=None, oversampling_f
     """
     n, d = X.shape
     if not isinstance(init, str):
-        C = np.asarray(init, dtype=np.float64)
-        if C.shape != (n_clusters, d):
-            raise DclustValueError(
-                f"init has shape {C.shape}; an init array must have shape (n_clusters, n_features) "
-                f"= ({n_clusters}, {d})."
-            )
-        if not np.isfinite(C).all():
-            raise DclustValueError("init contains NaN or infinite values; every initial centre must be finite.")
-        return C.copy(), None, 0
+        return check_init_array(init, n_clusters, d), None, 0
     rng = np.random.default_rng([seed, 7])
     if init == "random":
         m = n_clusters

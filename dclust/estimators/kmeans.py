@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 from sklearn.base import ClusterMixin, TransformerMixin
 
-from ..algorithms.kmeans import kmeans_fit, lloyd_aggregation
+from ..algorithms.kmeans import check_init_array, kmeans_fit, lloyd_aggregation
 from ..exceptions import ConvergenceWarning, DataError, DclustValueError
 from ..kernels.datastats import count_nonfinite
 from ..kernels.distances import euclidean_distances
@@ -179,12 +179,7 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         k = check_n_clusters(self.n_clusters, n)
         init = self.init
         if not isinstance(init, str):
-            init = np.asarray(init, dtype=np.float64)
-            if init.shape != (k, d):
-                raise DclustValueError(
-                    f"init has shape {init.shape}; an init array must have shape "
-                    f"(n_clusters, n_features) = ({k}, {d})."
-                )
+            init = check_init_array(init, k, d)  # before any data is placed on the cluster
         X_work, w_work, X_source = prepare_fit_data(X_arr, sample_weight, self.cache)
         seed = check_random_state(self.random_state)
         n_init = 1 if not isinstance(init, str) else self.n_init
