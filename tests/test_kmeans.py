@@ -219,3 +219,17 @@ def test_saved_model_keeps_init_array(tmp_path, blobs):
     np.testing.assert_array_equal(back.init, init)
     np.testing.assert_array_equal(back.cluster_centers_, km.cluster_centers_)
     np.testing.assert_array_equal(back.predict(X), km.predict(X))
+
+
+def test_load_in_a_fresh_process(tmp_path, blobs):
+    """dclust imports estimators lazily; load() must still know every model type."""
+    import subprocess
+    import sys
+
+    X, _, _ = blobs
+    km = dclust.KMeans(5, random_state=0, progress=False).fit(X)
+    km.save(tmp_path / "m.npz")
+    code = f"import dclust; m = dclust.load({str(tmp_path / 'm.npz')!r}); print(type(m).__name__, m.n_clusters)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["KMeans", "5"]

@@ -18,6 +18,9 @@ from ..validation import DEFAULT_CHUNK_BYTES, as_dask_rows, check_sample_weight
 __all__ = ["DclustEstimator", "load", "register", "prepare_fit_data"]
 
 _REGISTRY: dict[str, type] = {}
+# Modules whose estimators load() must know even when the user has not imported them
+# (dclust imports its estimators lazily).
+_ESTIMATOR_MODULES = ("dclust.estimators.kmeans",)
 
 
 def register(cls):
@@ -80,7 +83,11 @@ def load(path, *, storage_options=None):
     """
     from ..exceptions import ModelFormatError
 
+    import importlib
+
     meta, arrays = read_model(path, storage_options=storage_options)
+    for module in _ESTIMATOR_MODULES:
+        importlib.import_module(module)
     name = meta.get("estimator")
     cls = _REGISTRY.get(name)
     if cls is None:
