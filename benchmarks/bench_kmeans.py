@@ -171,7 +171,7 @@ def lloyd_workload(name, n, d, k, *, m, repeats, systems, peak, bw, workdir):
             continue
         out["systems"][s] = sec
         log(f"  {name} {s:8s} {sec * 1e3:9.1f} ms/iter  ({sec / limit:.2f} x limit)")
-    del Xp, Xn
+    runners.clear()  # drop the data before the next workload
     gc.collect()
     return out
 

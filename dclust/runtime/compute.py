@@ -39,7 +39,6 @@ def worker_memory(client=None) -> int:
 
 def scatter_array(X: np.ndarray, row_chunk: int):
     """Place an in-memory array on the workers as a row-chunked, persisted dask array."""
-    global _count
     client = get_client()
     n = X.shape[0]
     bounds = list(range(0, n, row_chunk)) or [0]
