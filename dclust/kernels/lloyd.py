@@ -8,14 +8,16 @@ the argmin); the chosen centre's distance is then recomputed exactly in float64,
 inertia does not suffer the cancellation of the expanded form.
 
 NumPy chunks take a compiled fast path (BLAS GEMM into a preallocated tile, argmin and
-accumulation in one numba loop); any other array namespace (CuPy, array-api-strict) takes
-the portable path, which the tests hold equal to the fast one.
+accumulation in one numba loop). CuPy chunks take the device path (one cuBLAS GEMM per
+large tile, argmin on the device, scatter-add of the sums), written against the
+NumPy-compatible API so that it is tested on NumPy where no GPU exists. Any other array
+namespace (array-api-strict) takes the portable path. The tests hold all three equal.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from .._xp import array_namespace, is_numpy_namespace
+from .._xp import array_namespace, is_numpy_namespace, numpy_like
 from . import _numba
 from ._blas import DGEMM, SGEMM
 
@@ -148,6 +150,107 @@ def _nearest_numpy(X, centers):
     return labels, dist
 
 
+# The device path works on large tiles: a GPU needs big GEMMs to reach its peak, and the
+# distance tile (rows x k) is bounded by this many bytes instead of by a CPU cache.
+DEVICE_TILE_BYTES = 256 * 2**20
+
+
+def device_tile_rows(n_clusters: int, n_features: int) -> int:
+    """Rows per tile of the device path: the distance tile and a float64 copy of the rows
+    stay under :data:`DEVICE_TILE_BYTES`."""
+    per_row = 4 * max(n_clusters, 1) + 8 * max(n_features, 1)
+    return int(max(1024, DEVICE_TILE_BYTES // per_row))
+
+
+def _dense_assign(mod, Xt, C, CT, cnorm):
+    G = Xt @ CT
+    G += cnorm
+    lab = G.argmin(axis=1)
+    diff = Xt.astype(mod.float64) - C[lab]
+    return lab, (diff * diff).sum(axis=1)
+
+
+def _dense_prepare(mod, X, centers):
+    if X.dtype not in (mod.float32, mod.float64):
+        X = X.astype(mod.float64)
+    C = mod.asarray(centers, dtype=mod.float64)
+    CT = mod.ascontiguousarray((-2.0 * C).T.astype(X.dtype))
+    cnorm = (C * C).sum(axis=1).astype(X.dtype)
+    return X, C, CT, cnorm
+
+
+def _lloyd_dense(mod, scatter_add, X, centers, w, n_far, row_offset, tile=None):
+    """Lloyd statistics with whole-array operations of a NumPy-like module (CuPy's fast path)."""
+    X, C, CT, cnorm = _dense_prepare(mod, X, centers)
+    n, d = X.shape
+    k = C.shape[0]
+    tile = tile or device_tile_rows(k, d)
+    sums = mod.zeros((k, d), dtype=mod.float64)
+    labels = mod.empty(n, dtype=mod.int64)
+    dist = mod.empty(n, dtype=mod.float64)
+    w64 = None if w is None else mod.asarray(w, dtype=mod.float64)
+    for s in range(0, n, tile):
+        e = min(s + tile, n)
+        Xt = X[s:e]
+        lab, dt = _dense_assign(mod, Xt, C, CT, cnorm)
+        labels[s:e] = lab
+        dist[s:e] = dt
+        Xw = Xt.astype(mod.float64)
+        if w64 is not None:
+            Xw *= w64[s:e, None]
+        scatter_add(sums, lab, Xw)
+    wsum = mod.bincount(labels, weights=w64, minlength=k).astype(mod.float64) if n else \
+        mod.zeros(k, dtype=mod.float64)
+    inertia = (dist.sum() if w64 is None else (dist * w64).sum()) if n else mod.zeros(())
+    out = {"sums": sums, "weights": wsum, "inertia": inertia}
+    out.update(_far_rows(mod, X, dist, labels, w64, n_far, row_offset))
+    return out
+
+
+def _far_rows(mod, X, dist, labels, w64, n_far, row_offset):
+    """The ``n_far`` rows farthest from their centre, ordered as the compiled path orders
+    them (distance descending, then row)."""
+    n, d = X.shape
+    m = min(n_far, n)
+    if m == 0:
+        return {"far_dist": np.zeros(0), "far_row": np.zeros(0, dtype=np.int64),
+                "far_x": np.zeros((0, d)), "far_label": np.zeros(0, dtype=np.int64),
+                "far_weight": np.zeros(0)}
+    cand = mod.argpartition(-dist, m - 1)[:m] if m < n else mod.arange(n)
+    # Ties at the cut are broken by row number, as the compiled path does: take every
+    # row as far as the m-th candidate, then order on the host (m rows, cheap).
+    cut = dist[cand].min()
+    cand = mod.nonzero(dist >= cut)[0]
+    cd = _host(dist[cand])
+    ci = _host(cand)
+    order = np.lexsort((ci, -cd))[:m]
+    rows = ci[order]
+    rows_dev = mod.asarray(rows)
+    return {
+        "far_dist": cd[order],
+        "far_row": rows.astype(np.int64) + row_offset,
+        "far_x": _host(X[rows_dev].astype(mod.float64)),
+        "far_label": _host(labels[rows_dev]).astype(np.int64),
+        "far_weight": np.ones(m) if w64 is None else _host(w64[rows_dev]),
+    }
+
+
+def _host(a):
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def _nearest_dense(mod, X, centers, tile=None):
+    X, C, CT, cnorm = _dense_prepare(mod, X, centers)
+    n, d = X.shape
+    tile = tile or device_tile_rows(C.shape[0], d)
+    labels = mod.empty(n, dtype=mod.int64)
+    dist = mod.empty(n, dtype=mod.float64)
+    for s in range(0, n, tile):
+        e = min(s + tile, n)
+        labels[s:e], dist[s:e] = _dense_assign(mod, X[s:e], C, CT, cnorm)
+    return labels, dist
+
+
 def _portable_assign(xp, Xt, C, cnorm):
     """Labels and exact float64 squared distances for one tile, in any namespace."""
     Cx = xp.astype(C, Xt.dtype)
@@ -235,9 +338,12 @@ def lloyd_partial(X, centers, sample_weight=None, *, n_far=0, row_offset=0):
         ``sums`` (k, d) and ``weights`` (k,) per cluster, ``inertia`` (0-d), and the far
         rows: ``far_dist``, ``far_row`` (global), ``far_x``, ``far_label``, ``far_weight``.
     """
-    xp = array_namespace(X, centers)
+    xp = array_namespace(X)
     if is_numpy_namespace(xp):
         return _lloyd_numpy(np.asarray(X), np.asarray(centers), sample_weight, n_far, row_offset)
+    mod, scatter_add = numpy_like(xp)
+    if mod is not None:
+        return _lloyd_dense(mod, scatter_add, X, centers, sample_weight, n_far, row_offset)
     return _lloyd_portable(xp, X, centers, sample_weight, n_far, row_offset)
 
 
@@ -254,9 +360,12 @@ def nearest_center(X, centers):
     labels : int array of shape (n_rows,)
     sqdist : float64 array of shape (n_rows,)
     """
-    xp = array_namespace(X, centers)
+    xp = array_namespace(X)
     if is_numpy_namespace(xp):
         return _nearest_numpy(np.asarray(X), np.asarray(centers))
+    mod, _ = numpy_like(xp)
+    if mod is not None:
+        return _nearest_dense(mod, X, centers)
     X = _as_float(xp, X)
     C = xp.asarray(centers, dtype=xp.float64)
     cnorm = xp.sum(C * C, axis=1)

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
+from .._xp import to_host
 from ..runtime.compute import compute_graph
 
 __all__ = ["Aggregation", "ChunkContext", "build_pass", "run_pass", "row_offsets"]
@@ -75,7 +76,9 @@ def row_offsets(chunks_rows) -> np.ndarray:
 
 def _run_chunk(block, w_block, block_id, row_offset, aggs):
     ctx = ChunkContext(block_id, row_offset, block.shape[0])
-    return {name: agg.chunk(block, w_block, ctx, *agg.args) for name, agg in aggs.items()}
+    # Statistics leave the device as soon as they are made: combines and the client then
+    # only ever see small NumPy arrays, whichever device ran the kernel.
+    return to_host({name: agg.chunk(block, w_block, ctx, *agg.args) for name, agg in aggs.items()})
 
 
 def _combine_task(aggs, *parts):

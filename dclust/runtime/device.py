@@ -1,0 +1,129 @@
+"""Where the kernels run: ``device="cpu" | "cuda" | "auto"``.
+
+On ``"cuda"`` every chunk is moved to its worker's GPU (once per pass when streamed,
+once per fit when persisted there), the kernels run on CuPy arrays and only the small
+reduced statistics come back to the host (see :func:`dclust._xp.to_host`). CuPy is
+needed on the workers; the client never touches GPU memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..exceptions import DclustValueError
+
+__all__ = ["DEVICES", "check_device", "resolve_device", "to_device", "gpu_memory",
+           "cupy_or_error"]
+
+DEVICES = ("auto", "cpu", "cuda")
+
+_INSTALL = ("Install CuPy with `pip install 'dclust[gpu]'` (CuPy for CUDA 12) on every worker, "
+            "or use device='cpu'.")
+
+
+def check_device(device) -> str:
+    """Validate a ``device`` parameter value and return it normalised."""
+    if isinstance(device, str) and device.lower() in DEVICES:
+        return device.lower()
+    if isinstance(device, str) and device.lower().startswith("cuda:"):
+        raise DclustValueError(
+            f"device={device!r}: dclust uses each worker's own GPU; pass device='cuda' and "
+            "choose GPUs per worker with CUDA_VISIBLE_DEVICES (or dask-cuda)."
+        )
+    raise DclustValueError(f"device={device!r} is not one of 'auto', 'cpu' or 'cuda'.")
+
+
+def cupy_or_error():
+    """Import CuPy, or fail with what to install."""
+    try:
+        import cupy
+    except ImportError:
+        raise DclustValueError(f"device='cuda' needs CuPy, which is not installed here. {_INSTALL}") from None
+    return cupy
+
+
+def _gpu_count() -> int:
+    # Runs on each worker: 0 when CuPy or a CUDA device is missing.
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:
+        return 0
+
+
+def _gpu_free_bytes() -> int:
+    try:
+        import cupy
+
+        free, _total = cupy.cuda.Device().mem_info
+        return int(free)
+    except Exception:
+        return 0
+
+
+_cache: dict = {}
+
+
+def _worker_gpus(client) -> dict:
+    workers = tuple(sorted(client.scheduler_info(n_workers=-1)["workers"]))
+    key = (id(client), workers)
+    if key not in _cache:
+        _cache.clear()
+        _cache[key] = client.run(_gpu_count) if workers else {}
+    return _cache[key]
+
+
+def resolve_device(device, client=None) -> str:
+    """``"cpu"`` or ``"cuda"`` for this fit.
+
+    ``"auto"`` picks ``"cuda"`` when every worker has a GPU and CuPy, ``"cpu"``
+    otherwise; ``"cuda"`` fails with a clear message when a worker lacks either.
+    """
+    device = check_device(device)
+    if device == "cpu":
+        return "cpu"
+    if client is None:
+        from .client import get_client
+
+        client = get_client()
+    counts = _worker_gpus(client)
+    without = sorted(addr for addr, n in counts.items() if n < 1)
+    if device == "auto":
+        return "cuda" if counts and not without else "cpu"
+    if not counts:
+        raise DclustValueError("device='cuda' but the Dask cluster has no workers yet.")
+    if without:
+        shown = ", ".join(without[:3]) + (f" and {len(without) - 3} more" if len(without) > 3 else "")
+        raise DclustValueError(
+            f"device='cuda' but {len(without)} of {len(counts)} workers have no usable GPU "
+            f"(CuPy missing or no CUDA device): {shown}. {_INSTALL}"
+        )
+    return "cuda"
+
+
+def gpu_memory(client=None) -> int:
+    """Free GPU memory summed over the workers, in bytes (0 without GPUs)."""
+    if client is None:
+        from .client import get_client
+
+        client = get_client()
+    return int(sum(client.run(_gpu_free_bytes).values()))
+
+
+def _to_cupy(block):
+    import cupy
+
+    return cupy.asarray(block)
+
+
+def to_device(X, device: str):
+    """``X`` (a dask array) with its blocks on ``device`` when read.
+
+    The meta stays NumPy so that the client needs no CuPy; only the workers' tasks see
+    device arrays, and the pass engine brings their statistics back to the host.
+    """
+    if X is None or device != "cuda":
+        return X
+    return X.map_blocks(_to_cupy, dtype=X.dtype, meta=np.empty((0,) * X.ndim, dtype=X.dtype),
+                        name=f"to-cuda-{X.name}")
