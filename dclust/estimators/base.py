@@ -120,8 +120,12 @@ def _numpy_row_chunk(X: np.ndarray) -> int:
     return int(min(by_bytes, by_threads, max(n, 1)))
 
 
-def prepare_fit_data(X, sample_weight, cache):
+def prepare_fit_data(X, sample_weight, cache, device="cpu"):
     """Validate and place ``X`` and its weights for a fit.
+
+    ``device`` (``"cpu"``, ``"cuda"`` or ``"auto"``) says where the kernels run; on
+    ``"cuda"`` the chunks move to the workers' GPUs, and stay there when ``cache`` says
+    to keep the data in memory and it fits in half the GPUs' free memory.
 
     Returns
     -------
@@ -140,8 +144,23 @@ def prepare_fit_data(X, sample_weight, cache):
         w_work = None if w is None else (
             scatter_array(w, rows) if isinstance(w, np.ndarray) else w.rechunk((X_work.chunks[0],))
         )
-        return X_work, w_work, X
+        return _on_device(X_work, w_work, cache, device) + (X,)
     if w is not None:
         w = da.from_array(w, chunks=(X.chunks[0],)) if isinstance(w, np.ndarray) else w.rechunk((X.chunks[0],))
     X_work, (w_work,), _ = cache_array(X, cache, also=(w,))
-    return X_work, w_work, X
+    return _on_device(X_work, w_work, cache, device) + (X,)
+
+
+def _on_device(X, w, cache, device):
+    from ..runtime.device import gpu_memory, resolve_device, to_device
+
+    if resolve_device(device) != "cuda":
+        return X, w
+    X_dev, w_dev = to_device(X, "cuda"), to_device(w, "cuda")
+    if cache == "memory" or (cache == "auto" and 2 * X.nbytes <= gpu_memory()):
+        from distributed import wait
+
+        X_dev, w_dev = get_client().persist([X_dev, w_dev]) if w is not None else \
+            (get_client().persist(X_dev), None)
+        wait([X_dev] if w_dev is None else [X_dev, w_dev])
+    return X_dev, w_dev
