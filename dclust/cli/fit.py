@@ -11,8 +11,9 @@ automatically, so adding one touches no other file. Such a module defines:
     A paragraph for ``dclust fit NAME --help``.
 ``add_arguments(parser)``
     Adds the algorithm's own options. The options every algorithm shares (``INPUT``,
-    ``--model``, ``--labels``, ``--chunk-size``, ``--overwrite``, ``--scheduler``,
-    ``--storage-option``, ``--quiet``) are added here.
+    ``--model``, ``--labels``, ``--chunk-size``, ``--device``, ``--overwrite``,
+    ``--scheduler``, ``--storage-option``, ``--quiet``) are added here; ``--device`` is
+    passed to every estimator that has a ``device`` parameter.
 ``build(args) -> estimator``
     An unfitted dclust estimator; ``args.quiet`` says whether to show progress.
 ``summary(estimator) -> list of str`` (optional)
@@ -83,6 +84,9 @@ def register(subparsers) -> None:
         out.add_argument("--chunk-size", type=int, metavar="ROWS",
                          help="rows per task when reading INPUT (default: a multiple of the "
                               "stored chunk near 64 MiB)")
+        out.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                         help="where the kernels run: cuda (the workers' GPUs, needs CuPy), cpu, "
+                              "or auto (GPUs when every worker has one; default)")
         add_output_options(out)
         add_cluster_options(ap)
         ap.set_defaults(func=run, fit_module=module)
@@ -99,6 +103,8 @@ def run(args) -> int:
     if args.labels:
         check_output(args.labels, overwrite=args.overwrite, storage_options=so, what="labels array")
     estimator = module.build(args)
+    if "device" in estimator.get_params():
+        estimator.set_params(device=args.device)
     X = dclust.open_array(args.input, storage_options=so, chunks=args.chunk_size or "auto")
     with dask_client(args):
         t0 = time.perf_counter()

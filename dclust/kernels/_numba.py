@@ -101,23 +101,78 @@ def exact_sqdist(X, labels, C, out):
         out[i] = dist
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
-def _row_argmin(g, cnorm):
-    """First ``j`` minimising ``g[j] + cnorm[j]``.
+# The argmin below also assumes no NaN (the first pass of every fit rejects them).
+_FASTMATH_ARGMIN = {"reassoc", "nsz", "contract", "nnan", "ninf"}
 
-    A plain compare-and-branch loop: numba does not vectorise an argmin, and measured
-    here this loop (about 0.9 ns an element) beats a vectorised min followed by a search
-    for its position (1.5-2.5 ns) at every k tried (16 to 4096).
+
+@numba.njit(nogil=True, cache=True, fastmath=_FASTMATH_ARGMIN, boundscheck=False)
+def argmin_cols(GT, cnorm, t, best, lab):
+    """``lab[i]`` = first ``j`` minimising ``GT[j, i] + cnorm[j]``, for ``i < t``.
+
+    The distance tile is laid out centre-major (``GT`` is ``k x tile``), so the inner
+    loop runs along rows of the data with a running minimum per row: branch-free
+    compare-and-select that LLVM vectorises across 8 rows at a time. Four centres are
+    folded per sweep to cut the loads and stores of the running minimum. Measured here
+    at 0.1-0.3 ns an element, against 1.0-1.5 ns for a per-row scalar scan and for
+    NumPy's ``argmin(axis=1)``. Scanning centres in increasing order with a strict
+    ``<`` keeps the first minimum, as ``numpy.argmin`` does.
     """
-    k = g.shape[0]
-    best = 0
-    bestv = g[0] + cnorm[0]
-    for j in range(1, k):
-        v = g[j] + cnorm[j]
-        if v < bestv:
-            bestv = v
-            best = j
-    return best
+    k = GT.shape[0]
+    c0 = cnorm[0]
+    r0 = GT[0]
+    for i in range(t):
+        best[i] = r0[i] + c0
+        lab[i] = 0
+    j = 1
+    while j + 4 <= k:
+        c0 = cnorm[j]
+        c1 = cnorm[j + 1]
+        c2 = cnorm[j + 2]
+        c3 = cnorm[j + 3]
+        j0 = np.int32(j)
+        j1 = np.int32(j + 1)
+        j2 = np.int32(j + 2)
+        j3 = np.int32(j + 3)
+        r0 = GT[j]
+        r1 = GT[j + 1]
+        r2 = GT[j + 2]
+        r3 = GT[j + 3]
+        for i in range(t):
+            b = best[i]
+            ii = lab[i]
+            v = r0[i] + c0
+            if v < b:
+                b = v
+                ii = j0
+            v = r1[i] + c1
+            if v < b:
+                b = v
+                ii = j1
+            v = r2[i] + c2
+            if v < b:
+                b = v
+                ii = j2
+            v = r3[i] + c3
+            if v < b:
+                b = v
+                ii = j3
+            best[i] = b
+            lab[i] = ii
+        j += 4
+    while j < k:
+        c0 = cnorm[j]
+        j0 = np.int32(j)
+        r0 = GT[j]
+        for i in range(t):
+            b = best[i]
+            ii = lab[i]
+            v = r0[i] + c0
+            if v < b:
+                b = v
+                ii = j0
+            best[i] = b
+            lab[i] = ii
+        j += 1
 
 
 @numba.njit(nogil=True, cache=True)
@@ -145,18 +200,47 @@ def gemm_into(gemm, Xt, CT, G):
 
 
 @numba.njit(nogil=True, cache=True)
-def lloyd_chunk(gemm, X, CT, cnorm, C, w, tile, G, labels, sums, wsum, dist_out, far_d, far_i,
+def gemm_t_into(gemm, Xt, Cm, GT):
+    """``GT[:, :t] = Cm @ Xt.T`` through BLAS: the distance tile, centre-major.
+
+    In BLAS's column-major terms ``GT`` (``k x tile``, C-order) is a ``tile x k`` matrix
+    with leading dimension ``tile``, equal to ``Xt @ Cm.T``: GEMM('T', 'N') on the
+    row-major buffers of ``Xt`` (``t x d``) and ``Cm`` (``k x d``). ``gemm`` is the
+    address of ``sgemm`` or ``dgemm`` (see :mod:`dclust.kernels._blas`).
+    """
+    t, d = Xt.shape
+    k = Cm.shape[0]
+    ints = np.empty(4, dtype=np.int32)
+    ints[0] = t
+    ints[1] = k
+    ints[2] = d
+    ints[3] = GT.shape[1]
+    ch = np.empty(2, dtype=np.uint8)
+    ch[0] = 84  # 'T'
+    ch[1] = 78  # 'N'
+    alpha_beta = np.empty(2, dtype=Xt.dtype)
+    alpha_beta[0] = 1.0
+    alpha_beta[1] = 0.0
+    call_gemm(gemm, ch[0:].ctypes.data, ch[1:].ctypes.data, ints[0:].ctypes.data,
+              ints[1:].ctypes.data, ints[2:].ctypes.data, alpha_beta[0:].ctypes.data,
+              Xt.ctypes.data, ints[2:].ctypes.data, Cm.ctypes.data, ints[2:].ctypes.data,
+              alpha_beta[1:].ctypes.data, GT.ctypes.data, ints[3:].ctypes.data)
+
+
+@numba.njit(nogil=True, cache=True)
+def lloyd_chunk(gemm, X, Cm, cnorm, C, w, tile, GT, labels, sums, wsum, dist_out, far_d, far_i,
                 far_l, do_sums):
     """Assign every row of a chunk and fold it into the Lloyd statistics, in one call.
 
-    Per tile of rows: ``G = X_tile @ (-2 C^T)`` by BLAS into a cache-sized buffer, the
-    argmin of ``G + ||c||^2``, then (if ``do_sums``) the float64 segment sums, exact
-    distances and far rows via :func:`accumulate`. ``labels`` and ``dist_out`` may be
-    empty (not wanted). ``gemm`` is the address of ``sgemm`` for float32 ``X`` or
-    ``dgemm`` for float64 (see :mod:`dclust.kernels._blas`). Returns the inertia.
+    Per tile of rows: ``GT = (-2 C) @ X_tile^T`` by BLAS into a cache-sized centre-major
+    buffer, the argmin of ``GT + ||c||^2`` (:func:`argmin_cols`), then (if ``do_sums``)
+    the float64 segment sums, exact distances and far rows via :func:`accumulate`.
+    ``labels`` and ``dist_out`` may be empty (not wanted). ``Cm`` is ``-2 C`` in ``X``'s
+    dtype and ``gemm`` the address of the matching GEMM. Returns the inertia.
     """
     n, d = X.shape
-    lab = np.empty(tile, dtype=np.int64)
+    lab = np.empty(tile, dtype=np.int32)
+    best = np.empty(tile, dtype=GT.dtype)
     keep_labels = labels.shape[0] > 0
     keep_dist = dist_out.shape[0] > 0
     use_w = w.shape[0] > 0
@@ -166,9 +250,8 @@ def lloyd_chunk(gemm, X, CT, cnorm, C, w, tile, G, labels, sums, wsum, dist_out,
     for s in range(0, n, tile):
         t = min(tile, n - s)
         Xt = X[s : s + t]
-        gemm_into(gemm, Xt, CT, G)
-        for i in range(t):
-            lab[i] = _row_argmin(G[i], cnorm)
+        gemm_t_into(gemm, Xt, Cm, GT)
+        argmin_cols(GT, cnorm, t, best, lab)
         if keep_labels:
             labels[s : s + t] = lab[:t]
         if do_sums:

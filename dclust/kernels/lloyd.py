@@ -7,8 +7,8 @@ Distances come from a GEMM with the ``||c||^2 - 2 x.c`` trick (``||x||^2`` does 
 the argmin); the chosen centre's distance is then recomputed exactly in float64, so the
 inertia does not suffer the cancellation of the expanded form.
 
-NumPy chunks take a compiled fast path (BLAS GEMM into a preallocated tile, argmin and
-accumulation in one numba loop). CuPy chunks take the device path (one cuBLAS GEMM per
+NumPy chunks take a compiled fast path (BLAS GEMM into a preallocated centre-major tile,
+a vectorised argmin and the accumulation, all in one numba call that releases the GIL). CuPy chunks take the device path (one cuBLAS GEMM per
 large tile, argmin on the device, scatter-add of the sums), written against the
 NumPy-compatible API so that it is tested on NumPy where no GPU exists. Any other array
 namespace (array-api-strict) takes the portable path. The tests hold all three equal.
@@ -29,22 +29,14 @@ _NO_I64 = np.empty(0, dtype=np.int64)
 _NO_SUMS = np.empty((0, 0), dtype=np.float64)
 
 
-# From this many centres on, NumPy's SIMD argmin over the distance tile beats the
-# compiled scalar loop by enough to pay for a Python call per tile.
-LARGE_K = 128
-
-
 def _gemm(X):
     return SGEMM if X.dtype == np.float32 else DGEMM
 
 
 def tile_rows(n_clusters: int) -> int:
-    """Rows per tile so that the ``tile x k`` distance block stays in a core's L2 cache."""
-    return int(min(4096, max(256, 2**18 // max(n_clusters, 1))))
-
-
-def _float_dtype(dtype):
-    return np.float32 if dtype == np.float32 else np.float64
+    """Rows per tile: the ``k x tile`` distance block stays near a core's L2 cache, but a
+    tile never drops below 256 rows, which the GEMM needs to run near its peak."""
+    return int(min(4096, max(256, 2**17 // max(n_clusters, 1))))
 
 
 def _prepare_numpy(X, centers):
@@ -52,40 +44,14 @@ def _prepare_numpy(X, centers):
         X = X.astype(np.float64)
     X = np.ascontiguousarray(X)
     C64 = np.ascontiguousarray(centers, dtype=np.float64)
-    # -2 C^T in X's dtype: scaling by a power of two is exact.
-    CT = np.ascontiguousarray((-2.0 * C64).T.astype(X.dtype))
+    # -2 C in X's dtype: scaling by a power of two is exact.
+    Cm = np.ascontiguousarray((-2.0 * C64).astype(X.dtype))
     cnorm = np.einsum("ij,ij->i", C64, C64).astype(X.dtype)
-    return X, C64, CT, cnorm
-
-
-def _assign_large_k(X, C64, tile, labels, sink):
-    """Labels of every row for large ``k``: BLAS GEMM with ``||c||^2`` folded in, NumPy argmin.
-
-    Each tile of rows is copied into a buffer with an extra column of ones, so that one
-    GEMM against ``[-2 C^T; ||c||^2]`` gives ``||c||^2 - 2 x.c`` directly (a copy of
-    ``t x (d + 1)`` instead of an addition over ``t x k``), and NumPy's SIMD argmin
-    scans it about twice as fast as a compiled scalar loop. ``sink(s, e, labels)`` is
-    called after each tile. Every step releases the GIL.
-    """
-    n, d = X.shape
-    k = C64.shape[0]
-    CTa = np.empty((d + 1, k), dtype=X.dtype)
-    CTa[:d] = (-2.0 * C64).T
-    CTa[d] = np.einsum("ij,ij->i", C64, C64)
-    Xa = np.ones((tile, d + 1), dtype=X.dtype)
-    G = np.empty((tile, k), dtype=X.dtype)
-    gemm = _gemm(X)
-    for s in range(0, n, tile):
-        e = min(s + tile, n)
-        t = e - s
-        Xa[:t, :d] = X[s:e]
-        _numba.gemm_into(gemm, Xa[:t], CTa, G[:t])
-        np.argmin(G[:t], axis=1, out=labels[s:e])
-        sink(s, e, labels)
+    return X, C64, Cm, cnorm
 
 
 def _lloyd_numpy(X, centers, w, n_far, row_offset):
-    X, C64, CT, cnorm = _prepare_numpy(X, centers)
+    X, C64, Cm, cnorm = _prepare_numpy(X, centers)
     n, d = X.shape
     k = C64.shape[0]
     tile = tile_rows(k)
@@ -95,20 +61,9 @@ def _lloyd_numpy(X, centers, w, n_far, row_offset):
     far_i = np.full(n_far, -1, dtype=np.int64)
     far_l = np.full(n_far, -1, dtype=np.int64)
     w64 = _NO_F64 if w is None else np.ascontiguousarray(w, dtype=np.float64)
-    if k >= LARGE_K:
-        labels = np.empty(n, dtype=np.intp)
-        total = [0.0]
-
-        def sink(s, e, lab):
-            total[0] += _numba.accumulate(X[s:e], lab[s:e], C64, w64[s:e] if w is not None else w64,
-                                          sums, wsum, _NO_F64, far_d, far_i, far_l, s)
-
-        _assign_large_k(X, C64, tile, labels, sink)
-        inertia = total[0]
-    else:
-        G = np.empty((tile, k), dtype=X.dtype)
-        inertia = _numba.lloyd_chunk(_gemm(X), X, CT, cnorm, C64, w64, tile, G, _NO_I64, sums,
-                                     wsum, _NO_F64, far_d, far_i, far_l, True)
+    GT = np.empty((k, tile), dtype=X.dtype)
+    inertia = _numba.lloyd_chunk(_gemm(X), X, Cm, cnorm, C64, w64, tile, GT, _NO_I64, sums,
+                                 wsum, _NO_F64, far_d, far_i, far_l, True)
     keep = far_i >= 0
     order = np.lexsort((far_i[keep], -far_d[keep]))
     far_i = far_i[keep][order]
@@ -129,24 +84,15 @@ def _lloyd_numpy(X, centers, w, n_far, row_offset):
 
 
 def _nearest_numpy(X, centers):
-    X, C64, CT, cnorm = _prepare_numpy(X, centers)
+    X, C64, Cm, cnorm = _prepare_numpy(X, centers)
     n = X.shape[0]
     k = C64.shape[0]
     tile = tile_rows(k)
-    if k >= LARGE_K:
-        labels = np.empty(n, dtype=np.intp)
-        dist = np.empty(n)
-
-        def sink(s, e, lab):
-            _numba.exact_sqdist(X[s:e], lab[s:e], C64, dist[s:e])
-
-        _assign_large_k(X, C64, tile, labels, sink)
-        return labels.astype(np.int64, copy=False), dist
-    G = np.empty((tile, k), dtype=X.dtype)
+    GT = np.empty((k, tile), dtype=X.dtype)
     labels = np.empty(n, dtype=np.int64)
     dist = np.empty(n)
-    _numba.lloyd_chunk(_gemm(X), X, CT, cnorm, C64, _NO_F64, tile, G, labels, _NO_SUMS, _NO_F64, dist,
-                       _NO_F64, _NO_I64, _NO_I64, False)
+    _numba.lloyd_chunk(_gemm(X), X, Cm, cnorm, C64, _NO_F64, tile, GT, labels, _NO_SUMS, _NO_F64,
+                       dist, _NO_F64, _NO_I64, _NO_I64, False)
     return labels, dist
 
 
