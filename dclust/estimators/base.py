@@ -86,6 +86,12 @@ def load(path, *, storage_options=None):
     import importlib
 
     meta, arrays = read_model(path, storage_options=storage_options)
+    if meta.get("kind", "model") != "model":
+        raise ModelFormatError(
+            f"{str(path)!r} is a dclust {meta.get('kind')!r} file, not a fitted model: a checkpoint "
+            "holds the state of an unfinished fit. Resume the fit with checkpoint=PATH, "
+            "resume=True (CLI: --checkpoint PATH --resume), then load the model it saves."
+        )
     for module in _ESTIMATOR_MODULES:
         importlib.import_module(module)
     name = meta.get("estimator")

@@ -1,9 +1,10 @@
 """Model files: one NPZ archive holding JSON metadata and the fitted arrays, no pickle.
 
 Layout: ``__dclust__`` is a 0-d unicode array holding the JSON document
-``{"format": "dclust-model", "format_version": 1, "estimator": "KMeans", "params": {...},
+``{"format": "dclust-model", "format_version": 1, "kind": "model", "estimator": "KMeans", "params": {...},
 "attributes": {...}, "arrays": [...], "dclust_version": "..."}``; every other member is a
-fitted array named after its attribute (``cluster_centers_``). Files are loaded with
+fitted array named after its attribute (``cluster_centers_``). ``kind`` is ``"model"`` or
+``"checkpoint"`` (the state of an unfinished fit); files without it are models. Files are loaded with
 ``allow_pickle=False`` and written atomically.
 """
 
@@ -41,7 +42,7 @@ def _jsonable(v):
     return v
 
 
-def save_model(path, estimator, params, attributes, arrays, *, storage_options=None):
+def save_model(path, estimator, params, attributes, arrays, *, storage_options=None, kind="model"):
     """Write a model file atomically.
 
     Parameters
@@ -56,10 +57,14 @@ def save_model(path, estimator, params, attributes, arrays, *, storage_options=N
         Scalar fitted attributes.
     arrays : dict of str to ndarray
         Fitted arrays.
+    kind : {"model", "checkpoint"}, default="model"
+        What the file holds: a fitted model, or the state of an unfinished fit
+        (:mod:`dclust.algorithms.checkpoint`), which ``dclust.load`` refuses.
     """
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "kind": kind,
         "estimator": estimator,
         "dclust_version": __version__,
         "params": {k: _jsonable(v) for k, v in params.items()},

@@ -12,7 +12,7 @@ import numpy as np
 from ..exceptions import DclustValueError, StorageError
 from .paths import atomic_output, is_url, local_path, make_store
 
-__all__ = ["open_array", "from_zarr_array", "write_array", "auto_row_chunk"]
+__all__ = ["open_array", "from_zarr_array", "write_array", "auto_row_chunk", "ChunkReader"]
 
 _ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
 
@@ -49,6 +49,77 @@ def _rows_from_chunks(chunks, shape, itemsize, storage_rows):
     )
 
 
+class ChunkReader:
+    """A ``zarr.Array`` whose reads name the damaged chunk when decoding fails.
+
+    dask reads a Zarr array by slicing it, one slice per dask chunk. A truncated or
+    corrupted chunk file makes zarr raise from deep inside a codec (``zstd``, ``bytes``,
+    ``crc32c``) with nothing saying which file; this wrapper re-reads the slice one
+    stored chunk at a time to find the first chunk that fails, and raises
+    :class:`~dclust.exceptions.StorageError` naming the array and that chunk.
+
+    Parameters
+    ----------
+    z : zarr.Array
+    where : str, optional
+        The array's path or URL as the user gave it (for messages).
+    """
+
+    def __init__(self, z, where=None):
+        self.z = z
+        self.where = where
+        self.shape = tuple(z.shape)
+        self.dtype = z.dtype
+        self.ndim = z.ndim
+
+    def __getitem__(self, index):
+        try:
+            return self.z[index]
+        except Exception as e:
+            raise self._damaged(index, e) from None
+
+    def _damaged(self, index, error):
+        rows = index[0] if isinstance(index, tuple) else index
+        start, stop = (rows.start or 0, rows.stop) if isinstance(rows, slice) else (0, None)
+        stop = self.shape[0] if stop is None else min(stop, self.shape[0])
+        grid = tuple(getattr(self.z, "shards", None) or self.z.chunks)
+        step = max(1, int(grid[0]))
+        chunk, cause = None, error
+        for c in range(start // step, max(start // step + 1, -(-stop // step))):
+            try:
+                self.z[c * step : min((c + 1) * step, self.shape[0])]
+            except Exception as e:  # the first stored chunk that cannot be decoded
+                chunk, cause = c, e
+                break
+        shown = repr(self.where) if self.where is not None else repr(str(self.z.store_path))
+        if chunk is None:
+            what = f"rows {start:,} to {stop:,}"
+        else:
+            coords = (chunk,) + (0,) * (self.ndim - 1)
+            try:
+                key = self.z.metadata.encode_chunk_key(coords)
+            except Exception:  # pragma: no cover - metadata without a key encoding
+                key = None
+            what = f"chunk {coords}" + (f" (stored as {key!r})" if key else "")
+            what += f", rows {chunk * step:,} to {min((chunk + 1) * step, self.shape[0]):,}"
+        from ..exceptions import StorageError
+
+        return StorageError(
+            f"Cannot read {what} of the Zarr array at {shown}: {type(cause).__name__}: {cause}. "
+            "The chunk file is damaged or truncated; restore it from a copy or write the "
+            "array again."
+        )
+
+
+def _dask_from_zarr(z, chunks, where):
+    """``da.from_zarr`` through :class:`ChunkReader` (same task names as dask's)."""
+    from dask.base import tokenize
+
+    name = "from-zarr-" + tokenize(z, chunks)
+    return da.from_array(ChunkReader(z, where), chunks=chunks, name=name, asarray=True,
+                         fancy=False, meta=np.empty((0,) * z.ndim, dtype=z.dtype))
+
+
 def from_zarr_array(z, chunks="auto", *, where=None):
     """A row-chunked float dask array over an open ``zarr.Array``.
 
@@ -72,7 +143,7 @@ def from_zarr_array(z, chunks="auto", *, where=None):
     _check_dtype(np.dtype(z.dtype))
     storage_rows = (getattr(z, "shards", None) or z.chunks)[0]
     rows = _rows_from_chunks(chunks, z.shape, z.dtype.itemsize, storage_rows)
-    X = da.from_zarr(z, chunks=(rows, max(1, z.shape[1])))
+    X = _dask_from_zarr(z, (rows, max(1, z.shape[1])), where)
     target = _float_dtype(np.dtype(z.dtype))
     return X if X.dtype == target else X.astype(target)
 
