@@ -6,7 +6,6 @@ import itertools
 
 import dask.array as da
 import numpy as np
-from dask.highlevelgraph import HighLevelGraph
 
 from .client import get_client
 
@@ -38,20 +37,26 @@ def worker_memory(client=None) -> int:
 
 
 def scatter_array(X: np.ndarray, row_chunk: int):
-    """Place an in-memory array on the workers as a row-chunked, persisted dask array."""
+    """Place an in-memory array on the workers as a row-chunked, persisted dask array.
+
+    Each chunk is a task whose value is embedded in the graph, so the scheduler keeps
+    what it needs to send the chunk again: when a worker holding chunks dies, the
+    scheduler re-creates them on the others and the fit goes on. (Data placed with
+    ``client.scatter`` would live only in the workers' memory and be lost with them.)
+    The price is one copy of ``X`` in the scheduler's memory for the array's lifetime.
+    """
+    import warnings
+
     client = get_client()
     n = X.shape[0]
     bounds = list(range(0, n, row_chunk)) or [0]
-    blocks = [X[s : s + row_chunk] for s in bounds]
-    futures = client.scatter(blocks, hash=False)
-    name = f"dclust-scattered-{next(_counter)}-{id(X):x}"
-    keys = [(name, i) + (0,) * (X.ndim - 1) for i in range(len(blocks))]
-    layer = {k: f for k, f in zip(keys, futures)}
-    chunks = (tuple(b.shape[0] for b in blocks),) + tuple((s,) for s in X.shape[1:])
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[])
-    arr = da.Array(graph, name, chunks, meta=X[:0])
-    arr._dclust_futures = futures  # keep the data alive as long as the array
-    return arr
+    chunks = (tuple(min(row_chunk, n - s) for s in bounds),) + tuple((s,) for s in X.shape[1:])
+    name = f"dclust-numpy-{next(_counter)}-{id(X):x}"  # named: no hashing of the whole array
+    arr = da.from_array(X, chunks=chunks, name=name)
+    with warnings.catch_warnings():
+        # The data travels with this one graph on purpose (see above).
+        warnings.filterwarnings("ignore", message=".*[Ll]arge graph.*")
+        return client.persist(arr)
 
 
 def cache_array(X, cache: str, *, also=()):
