@@ -31,6 +31,8 @@ __all__ = [
     "check_data_stats",
     "check_init_array",
     "default_init_size",
+    "safe_magnitude",
+    "work_precision",
     "N_FAR",
 ]
 
@@ -68,12 +70,43 @@ def lloyd_aggregation(centers, n_far=N_FAR):
 
 
 def _data_chunk(X, w, ctx):
-    return data_stats_partial(X, w, row_offset=ctx.row_offset)
+    out = data_stats_partial(X, w, row_offset=ctx.row_offset)
+    # The largest magnitude decides whether distances can be formed in X's precision.
+    out["absmax"] = float(max(abs(float(X.max())), abs(float(X.min())))) if X.shape[0] else 0.0
+    return out
+
+
+def _data_combine(parts):
+    out = data_stats_combine(parts)
+    out["absmax"] = max(p["absmax"] for p in parts)
+    return out
 
 
 def data_stats_aggregation():
-    """Finiteness, weights and per-feature moments, folded into a first pass."""
-    return Aggregation("data-stats", _data_chunk, data_stats_combine)
+    """Finiteness, weights, per-feature moments and the largest magnitude, folded into a first pass."""
+    return Aggregation("data-stats", _data_chunk, _data_combine)
+
+
+def safe_magnitude(dtype, n_features) -> float:
+    """Largest ``|x|`` for which the kernels' ``||c||^2 - 2 x.c`` cannot overflow ``dtype``.
+
+    With every value and centre coordinate at most ``M`` in magnitude, each term is at
+    most ``2 d M^2``; a margin of 4 covers their sum and the row norms of ``transform``.
+    """
+    return math.sqrt(float(np.finfo(dtype).max) / (8.0 * max(int(n_features), 1)))
+
+
+def work_precision(data_stats, X):
+    """The dtype the passes compute in: ``X``'s, or float64 when float32 squares would overflow.
+
+    float32 data with values beyond :func:`safe_magnitude` (about 1e18) would give
+    infinite distances and wrong labels in float32 arithmetic; they are clustered in
+    float64 instead (each chunk is converted on the fly, the data is read once).
+    """
+    dtype = np.dtype(X.dtype)
+    if dtype == np.float32 and data_stats.get("absmax", 0.0) > safe_magnitude(dtype, X.shape[1]):
+        return np.dtype(np.float64)
+    return dtype
 
 
 class _SampleChunk:
@@ -116,6 +149,14 @@ def check_data_stats(stats, X):
         raise DclustValueError(
             f"sample_weight has {stats['n_bad_weight']:,} negative or non-finite values "
             f"(first at row {row:,}); weights must be finite and >= 0."
+        )
+    absmax = float(stats.get("absmax", 0.0))
+    limit = safe_magnitude(np.float64, X.shape[1])
+    if absmax > limit:
+        raise DataError(
+            f"X holds values as large as {absmax:.3g} in magnitude; with {X.shape[1]} feature(s) "
+            f"squared distances overflow float64 beyond about {limit:.3g}, so every distance would "
+            f"be infinite. Rescale the data first, for example X / {10.0 ** math.floor(math.log10(absmax)):.0e}."
         )
     if stats["weight_sum"] <= 0:
         raise DclustValueError(
@@ -204,7 +245,7 @@ def init_centers(X, w, n_clusters, init, seed, *, init_size=None, oversampling_f
         m = int(init_size) if init_size is not None else default_init_size(n, n_clusters)
         m = max(min(m, n), n_clusters)
     sample, data_stats = sample_rows(X, w, m, seed, split_every=split_every)
-    rows = np.ascontiguousarray(sample["x"])
+    rows = np.ascontiguousarray(sample["x"], dtype=work_precision(data_stats, X))
     if rows.shape[0] < n_clusters:
         raise DclustValueError(
             f"Only {rows.shape[0]} rows have a positive sample_weight, fewer than "
@@ -249,7 +290,7 @@ def _update_centers(stats, centers):
 
 def kmeans_fit(X, w, n_clusters, *, init="k-means||", max_iter=300, tol=1e-4, seed=0,
                init_size=None, oversampling_factor=2.0, n_init_rounds=5, split_every=None,
-               progress=None, data_stats=None):
+               progress=None, data_stats=None, resume=None, on_iteration=None, on_data_stats=None):
     """One k-means run (init + Lloyd) over a row-chunked dask array.
 
     Parameters
@@ -264,6 +305,19 @@ def kmeans_fit(X, w, n_clusters, *, init="k-means||", max_iter=300, tol=1e-4, se
     seed : int
     data_stats : dict, optional
         Statistics from an earlier pass (skips folding them into this run's first pass).
+    resume : dict, optional
+        A loop state handed to ``on_iteration`` by an interrupted run of the same data
+        and parameters (``centers``, ``n_iter``, ``n_passes``, ``init_inertia``,
+        ``n_empty_total``, ``converged``, ``shift``): the run continues from there, skips
+        the initialisation, and ends with the same centres, bit for bit, as a run that
+        was never interrupted.
+    on_iteration : callable, optional
+        ``on_iteration(state)`` with the loop state (a dict as ``resume`` takes, plus
+        ``data_stats``) after the initialisation and after every iteration, once the data
+        statistics are known. A checkpoint saves it.
+    on_data_stats : callable, optional
+        ``on_data_stats(stats)`` when this run's first pass has computed the data
+        statistics (a resumed run checks them against the checkpoint's).
 
     Returns
     -------
@@ -271,45 +325,82 @@ def kmeans_fit(X, w, n_clusters, *, init="k-means||", max_iter=300, tol=1e-4, se
     """
     progress = progress or Progress("KMeans", enabled=False)
     t0 = time.perf_counter()
-    centers, stats0, n_passes = init_centers(
-        X, w, n_clusters, init, seed, init_size=init_size,
-        oversampling_factor=oversampling_factor, n_rounds=n_init_rounds, split_every=split_every,
-    )
-    data_stats = data_stats or stats0
+    X_in = X
+
+    def learn(stats):
+        nonlocal data_stats, X
+        check_data_stats(stats, X_in)
+        data_stats = stats
+        if on_data_stats is not None:
+            on_data_stats(stats)
+        X = X_in.astype(np.float64) if work_precision(stats, X_in) != X_in.dtype else X_in
+
+    if data_stats is not None:
+        X = X_in.astype(np.float64) if work_precision(data_stats, X_in) != X_in.dtype else X_in
+    if resume is None:
+        centers, stats0, n_passes = init_centers(
+            X, w, n_clusters, init, seed, init_size=init_size,
+            oversampling_factor=oversampling_factor, n_rounds=n_init_rounds,
+            split_every=split_every,
+        )
+        if data_stats is None and stats0 is not None:
+            learn(stats0)
+        if n_passes:
+            progress.update("init", init if isinstance(init, str) else "array")
+        n_iter, converged, shift = 0, False, math.inf
+        init_inertia = math.nan
+        n_empty_total = 0
+    else:
+        centers = np.array(resume["centers"], dtype=np.float64)
+        n_passes = int(resume["n_passes"])
+        n_iter = int(resume["n_iter"])
+        converged = bool(resume["converged"])
+        shift = float(resume["shift"])
+        init_inertia = float(resume["init_inertia"])
+        n_empty_total = int(resume["n_empty_total"])
     t_init = time.perf_counter() - t0
-    if n_passes:
-        progress.update("init", init if isinstance(init, str) else "array")
     tol_abs = None if data_stats is None else _tolerance(data_stats, tol)
-    converged = False
-    shift = math.inf
-    init_inertia = math.nan
+
+    def report():
+        if on_iteration is not None and data_stats is not None:
+            on_iteration({
+                "centers": centers, "n_iter": n_iter, "n_passes": n_passes,
+                "init_inertia": init_inertia, "n_empty_total": n_empty_total,
+                "converged": converged, "shift": shift, "data_stats": data_stats,
+            })
+
+    if resume is None:
+        report()
     inertia = math.nan
-    n_iter = 0
-    n_empty_total = 0
     last = None
-    for it in range(max_iter):
+    while not converged and n_iter < max_iter:
         aggs = {"lloyd": lloyd_aggregation(centers)}
-        if data_stats is None:
+        fold = data_stats is None
+        if fold:
             aggs["data"] = data_stats_aggregation()
         res = run_pass(X, aggs, sample_weight=w, split_every=split_every, name="kmeans-lloyd")
         n_passes += 1
-        if "data" in res:
-            check_data_stats(res["data"], X)
-            data_stats = res["data"]
+        if fold:
+            before = X
+            learn(res["data"])
             tol_abs = _tolerance(data_stats, tol)
+            if X is not before:
+                # float32 squares would overflow: this pass's sums are not to be trusted.
+                res = run_pass(X, {"lloyd": lloyd_aggregation(centers)}, sample_weight=w,
+                               split_every=split_every, name="kmeans-lloyd")
+                n_passes += 1
         last = res["lloyd"]
         inertia = float(last["inertia"])
-        if it == 0:
+        if n_iter == 0:
             init_inertia = inertia
         new, n_empty, _ = _update_centers(last, centers)
         n_empty_total += n_empty
         shift = float(((new - centers) ** 2).sum())
         centers = new
-        n_iter = it + 1
+        n_iter += 1
+        converged = shift <= tol_abs
         progress.update("iter", n_iter, inertia=inertia, shift=shift)
-        if shift <= tol_abs:
-            converged = True
-            break
+        report()
     if n_empty_total:
         warnings.warn(
             f"{n_empty_total} empty cluster(s) over the fit were moved to the points farthest "
@@ -317,11 +408,23 @@ def kmeans_fit(X, w, n_clusters, *, init="k-means||", max_iter=300, tol=1e-4, se
             EmptyClusterWarning,
             stacklevel=3,
         )
-    if not (converged and shift == 0.0):
-        # Inertia and cluster sizes of the final centres (scikit-learn's last E-step).
-        last = run_pass(X, {"lloyd": lloyd_aggregation(centers, 0)}, sample_weight=w,
-                        split_every=split_every, name="kmeans-inertia")["lloyd"]
+    if last is None or not (converged and shift == 0.0):
+        # Inertia and cluster sizes of the final centres (scikit-learn's last E-step); also
+        # when a resumed run had nothing left to iterate.
+        aggs = {"lloyd": lloyd_aggregation(centers, 0)}
+        fold = data_stats is None
+        if fold:
+            aggs["data"] = data_stats_aggregation()
+        res = run_pass(X, aggs, sample_weight=w, split_every=split_every, name="kmeans-inertia")
         n_passes += 1
+        if fold:
+            before = X
+            learn(res["data"])
+            if X is not before:
+                res = run_pass(X, {"lloyd": lloyd_aggregation(centers, 0)}, sample_weight=w,
+                               split_every=split_every, name="kmeans-inertia")
+                n_passes += 1
+        last = res["lloyd"]
         inertia = float(last["inertia"])
     n_nonempty = int((last["weights"] > 0).sum())
     return KMeansResult(
@@ -335,5 +438,3 @@ def kmeans_fit(X, w, n_clusters, *, init="k-means||", max_iter=300, tol=1e-4, se
         data_stats=data_stats,
         timings={"init": t_init, "total": time.perf_counter() - t0},
     )
-
-

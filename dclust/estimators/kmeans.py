@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import numbers
+import os
 import warnings
 
 import numpy as np
 from sklearn.base import ClusterMixin, TransformerMixin
 
-from ..algorithms.kmeans import check_init_array, kmeans_fit, lloyd_aggregation
+from ..algorithms.checkpoint import Checkpoint, array_digest, data_fingerprint
+from ..algorithms.kmeans import (
+    KMeansResult,
+    check_data_stats,
+    check_init_array,
+    data_stats_aggregation,
+    kmeans_fit,
+    lloyd_aggregation,
+    safe_magnitude,
+)
 from ..exceptions import ConvergenceWarning, DataError, DclustValueError
 from ..kernels.datastats import count_nonfinite
 from ..kernels.distances import euclidean_distances
@@ -37,15 +47,32 @@ def _require_finite(X, block_info=None):
         )
 
 
+def _precise(X, centers):
+    """float32 ``X`` as float64 when its squares (or the centres') would overflow float32."""
+    if X.dtype != np.float32 or X.shape[0] == 0:
+        return X
+    limit = safe_magnitude(np.float32, X.shape[1])
+    big = max(abs(float(X.max())), abs(float(X.min())), float(np.abs(centers).max(initial=0.0)))
+    return X.astype(np.float64) if big > limit else X
+
+
 def _labels_block(X, centers, block_info=None):
     _require_finite(X, block_info)
-    labels, _ = nearest_center(X, centers)
+    labels, _ = nearest_center(_precise(X, centers), centers)
     return labels.astype(np.int32)
 
 
 def _distances_block(X, centers, block_info=None):
     _require_finite(X, block_info)
-    return euclidean_distances(X, centers)
+    return euclidean_distances(_precise(X, centers), centers).astype(X.dtype, copy=False)
+
+
+def _stats_fingerprint(stats):
+    """The data statistics a checkpoint keeps to recognise its data."""
+    if stats is None:
+        return None
+    return {key: np.asarray(stats[key], dtype=np.float64)
+            for key in ("count", "mean", "m2", "absmax", "weight_sum") if key in stats}
 
 
 @register
@@ -90,6 +117,19 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         Fan-in of the reduction tree (default 8).
     progress : bool, default=True
         Show a progress line for fits that run longer than a few seconds.
+    checkpoint : str or os.PathLike, optional
+        Save the state of the fit to this file (local path or fsspec URL, an NPZ archive
+        without pickle) after the initialisation and after every iteration, atomically:
+        the new state is written under a temporary name and renamed over the old one.
+        Without ``resume`` an existing checkpoint there is replaced.
+    resume : bool, default=False
+        Continue from the state saved at ``checkpoint`` by an interrupted fit (a missing
+        file starts a new fit). The result is the same, bit for bit, as that of a fit
+        that was never interrupted. A checkpoint written for other data (shape, dtype,
+        chunking, weights, statistics) or other parameters is refused, naming what
+        differs; with ``random_state=None`` the checkpoint's seed is used.
+    storage_options : dict, optional
+        fsspec options for a ``checkpoint`` URL.
 
     Attributes
     ----------
@@ -122,7 +162,8 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
 
     def __init__(self, n_clusters=8, *, init="k-means||", n_init=1, max_iter=300, tol=1e-4,
                  random_state=None, cache="auto", init_size=None, oversampling_factor=2.0,
-                 init_max_iter=5, split_every=None, progress=True):
+                 init_max_iter=5, split_every=None, progress=True, checkpoint=None,
+                 resume=False, storage_options=None):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -135,6 +176,9 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         self.init_max_iter = init_max_iter
         self.split_every = split_every
         self.progress = progress
+        self.checkpoint = checkpoint
+        self.resume = resume
+        self.storage_options = storage_options
 
     def _validate_params(self):
         if isinstance(self.init, str):
@@ -159,6 +203,17 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
             check_param("init_size", self.init_size, kind=numbers.Integral, low=1)
         if self.split_every is not None:
             check_param("split_every", self.split_every, kind=numbers.Integral, low=2)
+        if not isinstance(self.resume, (bool, np.bool_)):
+            raise DclustValueError(f"resume={self.resume!r} must be True or False.")
+        if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
+            raise DclustValueError(
+                f"checkpoint={self.checkpoint!r} must be a path or URL of a checkpoint file "
+                "(for example 'fit.ckpt.npz'), or None."
+            )
+        if self.resume and self.checkpoint is None:
+            raise DclustValueError(
+                "resume=True needs checkpoint=PATH, the checkpoint file of the fit to continue."
+            )
 
     def fit(self, X, y=None, sample_weight=None):
         """Compute k-means clustering.
@@ -181,23 +236,72 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         if not isinstance(init, str):
             init = check_init_array(init, k, d)  # before any data is placed on the cluster
         X_work, w_work, X_source = prepare_fit_data(X_arr, sample_weight, self.cache)
-        seed = check_random_state(self.random_state)
+        seed = None if self.random_state is None and self.resume else check_random_state(self.random_state)
         n_init = 1 if not isinstance(init, str) else self.n_init
         progress = Progress(f"KMeans(k={k})", enabled=bool(self.progress))
+        ck, saved, seed = self._open_checkpoint(X_work, w_work, k, init, n_init, seed)
         best = None
         data_stats = None
         passes = 0
-        for run in range(n_init):
+        first_run = 0
+        resume_state = None
+        if saved is not None:
+            st = saved.state
+            first_run, passes = int(st["run"]), int(st["passes"])
+            if st.get("best") is not None:
+                best = KMeansResult(centers=saved.arrays["best_centers"], data_stats=None, **st["best"])
+            if st.get("work") is not None:
+                resume_state = dict(st["work"], centers=saved.arrays["centers"])
+
+        def state(run, work=None, centers=None, stats=None, passes_done=0):
+            scalars = {"run": run, "passes": passes_done, "seed": seed, "work": work, "best": None}
+            arrays = {}
+            if best is not None:
+                scalars["best"] = {f: getattr(best, f) for f in
+                                   ("inertia", "n_iter", "converged", "n_passes", "init_inertia",
+                                    "n_nonempty")}
+                arrays["best_centers"] = best.centers
+            if centers is not None:
+                arrays["centers"] = centers
+            return scalars, arrays, stats
+
+        def saver(run):
+            def on_iteration(loop):
+                work = {f: loop[f] for f in ("n_iter", "n_passes", "init_inertia", "n_empty_total",
+                                             "converged", "shift")}
+                scalars, arrays, _ = state(run, work, loop["centers"], passes_done=passes)
+                ck.save(scalars, arrays, stats=_stats_fingerprint(loop["data_stats"]))
+            return on_iteration
+
+        def checker(stats):
+            ck.check_stats(saved.stats, _stats_fingerprint(stats))
+
+        if saved is not None and first_run >= n_init:
+            # The checkpoint holds a finished fit: one pass checks that it is this data's.
+            stats = run_pass(X_work, {"data": data_stats_aggregation()}, sample_weight=w_work,
+                             split_every=self.split_every, name="kmeans-check")["data"]
+            passes += 1
+            check_data_stats(stats, X_arr)
+            checker(stats)
+        for run in range(first_run, n_init):
+            resuming = resume_state is not None and run == first_run
             res = kmeans_fit(
                 X_work, w_work, k, init=init, max_iter=self.max_iter, tol=self.tol,
                 seed=seed + run, init_size=self.init_size,
                 oversampling_factor=self.oversampling_factor, n_init_rounds=self.init_max_iter,
-                split_every=self.split_every, progress=progress, data_stats=data_stats,
+                split_every=self.split_every, progress=progress,
+                data_stats=None if resuming else data_stats,
+                resume=resume_state if resuming else None,
+                on_iteration=saver(run) if ck is not None else None,
+                on_data_stats=checker if (saved is not None and data_stats is None) else None,
             )
             data_stats = res.data_stats
             passes += res.n_passes
             if best is None or res.inertia < best.inertia:
                 best = res
+            if ck is not None:
+                scalars, arrays, _ = state(run + 1, passes_done=passes)
+                ck.save(scalars, arrays, stats=_stats_fingerprint(data_stats))
         progress.close(
             f"KMeans(k={k}): {best.n_iter} iterations, inertia {best.inertia:.6g}, "
             f"{'converged' if best.converged else 'not converged'}"
@@ -226,6 +330,36 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         self._init_inertia = best.init_inertia
         self.labels_ = self._predict_array(X_source)
         return self
+
+    def _checkpoint_params(self, k, init, n_init, seed):
+        """The parameters a checkpoint must agree on (those that change the result)."""
+        return {
+            "n_clusters": int(k),
+            "init": init if isinstance(init, str) else array_digest(init),
+            "n_init": int(n_init),
+            "max_iter": int(self.max_iter),
+            "tol": float(self.tol),
+            "random_state": seed,
+            "init_size": self.init_size,
+            "oversampling_factor": float(self.oversampling_factor),
+            "init_max_iter": int(self.init_max_iter),
+            "split_every": self.split_every,
+        }
+
+    def _open_checkpoint(self, X, w, k, init, n_init, seed):
+        """``(checkpoint, saved state or None, seed)`` for this fit."""
+        if self.checkpoint is None:
+            return None, None, seed
+        ck = Checkpoint(self.checkpoint, "KMeans", self._checkpoint_params(k, init, n_init, seed),
+                        data_fingerprint(X, w), storage_options=self.storage_options)
+        if not self.resume:
+            return ck, None, seed
+        if seed is None:  # random_state=None: continue with the interrupted fit's seed
+            seed = ck.saved_seed()
+            if seed is None:
+                seed = check_random_state(None)
+            ck.params["random_state"] = seed
+        return ck, ck.load(), seed
 
     # ---- prediction --------------------------------------------------------------
     def _centers64(self):
