@@ -22,6 +22,7 @@ from .exceptions import (
 
 _LAZY = {
     "KMeans": "dclust.estimators.kmeans",
+    "KMedoids": "dclust.estimators.kmedoids",
     "load": "dclust.estimators.base",
     "open_array": "dclust.io.zarr_io",
     "write_array": "dclust.io.zarr_io",
@@ -35,6 +36,7 @@ _LAZY = {
 __all__ = [
     "__version__",
     "KMeans",
+    "KMedoids",
     "load",
     "open_array",
     "write_array",

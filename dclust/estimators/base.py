@@ -20,7 +20,7 @@ __all__ = ["DclustEstimator", "load", "register", "prepare_fit_data"]
 _REGISTRY: dict[str, type] = {}
 # Modules whose estimators load() must know even when the user has not imported them
 # (dclust imports its estimators lazily).
-_ESTIMATOR_MODULES = ("dclust.estimators.kmeans",)
+_ESTIMATOR_MODULES = ("dclust.estimators.kmeans", "dclust.estimators.kmedoids")
 
 
 def register(cls):

@@ -1,0 +1,473 @@
+"""k-medoids as passes: in-memory FasterPAM, distributed FastCLARA and full-data refinement.
+
+``method="fasterpam"`` builds the full ``n x n`` dissimilarity matrix on the client and
+runs the reference FasterPAM of the ``kmedoids`` package on it; it refuses data whose
+matrix does not fit the memory budget (:func:`memory_budget`).
+
+``method="clara"`` (FastCLARA, Schubert & Rousseeuw 2021) never holds more than a sample:
+
+1. One pass draws a pool of ``n_sampling_iter * n_sampling`` rows with their global row
+   numbers (A-Res reservoirs seeded by ``(seed, chunk)``, so a recomputed chunk draws the
+   same rows) and checks the data for NaN and inf on the way.
+2. Each sample is solved with FasterPAM on the client: the first from a BUILD start, the
+   next ones from the best medoids so far, which are added to the sample.
+3. Each sample's medoids are scored on the full data in one pass (a tree reduction of the
+   total deviation). Only full-data costs are compared; the best set is kept.
+4. Refinement passes then move medoids using every row. A pass assigns every row to its
+   nearest medoid and, for each cluster ``c`` and each of its candidate medoids ``x``,
+   reduces ``S(c, x) = sum_{o in c} d(o, x)``. Each medoid moves to the candidate with
+   the smallest ``S`` when that is smaller than its own sum. Since reassigning rows to the
+   nearest new medoid cannot cost more, the loss never increases; the pass also returns the
+   next candidates per cluster (the members nearest their medoid and a random sample of
+   members). It stops after a pass in which no medoid moves (that pass's loss is the
+   final loss) or after ``max_iter`` passes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..exceptions import DataError, DclustValueError
+from ..kernels.datastats import count_nonfinite
+from ..kernels.medoids import (
+    medoid_cost_partial,
+    medoid_refine_partial,
+    per_cluster_top,
+    per_cluster_top_combine,
+)
+from ..kernels.metrics import pairwise_distances
+from ..reductions.engine import Aggregation, run_pass
+from ..reductions.monoids import sum_combine
+from ..runtime.progress import Progress
+from .kmeans import sample_rows
+
+__all__ = [
+    "KMedoidsResult",
+    "memory_budget",
+    "fasterpam_bytes",
+    "check_fasterpam_fits",
+    "fasterpam_fit",
+    "clara_fit",
+    "default_n_sampling",
+    "cost_aggregation",
+    "refine_aggregation",
+    "N_NEAR",
+    "N_RANDOM",
+]
+
+# Candidates per cluster carried from one refinement pass to the next.
+N_NEAR = 16
+N_RANDOM = 16
+# Members sampled per cluster each pass, of which the N_RANDOM most central become candidates.
+RANDOM_POOL = 4
+# A medoid moves only when a candidate improves its cluster's sum by more than this
+# fraction: smaller differences are rounding, and acting on them could cycle.
+_REL_GAIN = 1e-9
+
+
+@dataclass
+class KMedoidsResult:
+    medoid_rows: np.ndarray
+    medoids: np.ndarray
+    loss: float
+    n_iter: int
+    converged: bool
+    n_passes: int
+    clara_loss: float = math.nan
+    losses: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+
+def default_n_sampling(n_clusters):
+    """FastCLARA's sample size, ``80 + 4 k``."""
+    return 80 + 4 * int(n_clusters)
+
+
+def _fmt_bytes(b):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if b < 1024 or unit == "TiB":
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
+        b /= 1024
+
+
+def memory_budget(max_memory=None):
+    """Bytes the in-memory FasterPAM may use: ``max_memory``, or half the available memory."""
+    if max_memory is not None:
+        return int(max_memory)
+    import psutil
+
+    return int(psutil.virtual_memory().available // 2)
+
+
+def fasterpam_bytes(n_samples):
+    """Memory the in-memory FasterPAM needs: the float64 ``n x n`` matrix."""
+    return 8 * int(n_samples) ** 2
+
+
+def check_fasterpam_fits(n_samples, max_memory=None):
+    """Raise when the ``n x n`` matrix would not fit the memory budget."""
+    need = fasterpam_bytes(n_samples)
+    budget = memory_budget(max_memory)
+    if need > budget:
+        why = ("max_memory" if max_memory is not None else "half the memory available on this "
+               "machine")
+        raise DclustValueError(
+            f"method='fasterpam' needs the full {n_samples:,} x {n_samples:,} dissimilarity "
+            f"matrix, {_fmt_bytes(need)} as float64, more than the memory budget of "
+            f"{_fmt_bytes(budget)} ({why}). Use method='clara', which works on samples and "
+            "passes over the data on the cluster, or raise max_memory if the memory is there."
+        )
+    return need
+
+
+def _solve(D, k, init, max_iter, seed=None):
+    """FasterPAM on the matrix ``D`` from ``init`` ("build", "random" or positions)."""
+    import kmedoids
+
+    if isinstance(init, str) and init == "build":
+        # BUILD stops early when no further medoid lowers the loss (duplicate or constant
+        # data); the missing medoids are filled with the first rows not chosen yet.
+        init = np.asarray(kmedoids.pam_build(D, int(k)).medoids, dtype=np.int64)
+        if init.shape[0] < k:
+            rest = np.setdiff1d(np.arange(D.shape[0]), init)[: k - init.shape[0]]
+            init = np.concatenate([init, rest])
+    if isinstance(init, np.ndarray):
+        res = kmedoids.fasterpam(D, init.astype(np.uintp), max_iter=max_iter, n_cpu=1)
+    else:
+        res = kmedoids.fasterpam(D, int(k), max_iter=max_iter, init=init,
+                                 random_state=None if init == "build" else seed, n_cpu=1)
+    return np.asarray(res.medoids, dtype=np.int64), float(res.loss), int(res.n_iter)
+
+
+def fpam_seed(seed):
+    """The 31-bit seed handed to ``kmedoids.fasterpam`` for a dclust seed."""
+    return int(seed) % (2**31 - 1)
+
+
+def fasterpam_fit(X, n_clusters, *, metric="euclidean", max_iter=100, seed=0, max_memory=None):
+    """In-memory FasterPAM on the full dissimilarity matrix of a NumPy array.
+
+    The start is ``kmedoids``' random initialisation with ``fpam_seed(seed)``, so the
+    result equals ``kmedoids.fasterpam(D, k, init="random", random_state=fpam_seed(seed),
+    n_cpu=1)`` on the same matrix.
+
+    Returns
+    -------
+    KMedoidsResult
+    """
+    t0 = time.perf_counter()
+    n = X.shape[0]
+    check_fasterpam_fits(n, max_memory)
+    n_bad, row = count_nonfinite(X)
+    if n_bad:
+        raise DataError(
+            f"X contains {n_bad:,} non-finite values, NaN or inf (first in row {row:,}). Clean the "
+            "data first, for example keep the rows where np.isfinite(X).all(axis=1)."
+        )
+    X64 = np.ascontiguousarray(X, dtype=np.float64)
+    D = pairwise_distances(X64, X64, metric)
+    t_matrix = time.perf_counter() - t0
+    rows, loss, n_iter = _solve(D, n_clusters, "random", max_iter, fpam_seed(seed))
+    del D
+    return KMedoidsResult(
+        medoid_rows=rows, medoids=X64[rows], loss=loss, n_iter=n_iter,
+        converged=n_iter < max_iter, n_passes=0, losses=[loss],
+        timings={"matrix": t_matrix, "total": time.perf_counter() - t0},
+    )
+
+
+# ---- aggregations --------------------------------------------------------------------------
+class _CostChunk:
+    def __init__(self, metric):
+        self.metric = metric
+
+    def __call__(self, X, w, ctx, medoids, sets):
+        if w is not None:  # pragma: no cover - the estimator does not pass weights
+            raise NotImplementedError("k-medoids does not take sample weights")
+        return medoid_cost_partial(X, _like(X, medoids), sets, self.metric)
+
+
+def _cost_combine(parts):
+    return sum_combine(parts, ("cost",))
+
+
+def cost_aggregation(medoid_sets, metric):
+    """Total deviation of several medoid sets in one pass.
+
+    Parameters
+    ----------
+    medoid_sets : list of ndarray of shape (n_clusters, n_features)
+    metric : str
+
+    Returns the aggregation; its result is ``{"cost": (n_sets,)}``.
+    """
+    union, sets = _union(medoid_sets)
+    return Aggregation("kmedoids-cost", _CostChunk(metric), _cost_combine).bind(union, sets)
+
+
+def _union(medoid_sets):
+    """Distinct medoid rows over several sets, and each set as indices into them."""
+    stacked = np.concatenate([np.asarray(m, dtype=np.float64) for m in medoid_sets])
+    union, inverse = np.unique(stacked, axis=0, return_inverse=True)
+    k = medoid_sets[0].shape[0]
+    return np.ascontiguousarray(union), inverse.reshape(len(medoid_sets), k).astype(np.int64)
+
+
+def _like(X, A):
+    """``A`` (NumPy) in the array namespace of the chunk ``X`` (CuPy chunks get CuPy state)."""
+    if type(X).__module__.startswith("cupy"):  # pragma: no cover - GPU only
+        import cupy
+
+        return cupy.asarray(A)
+    return A
+
+
+class _RefineChunk:
+    def __init__(self, metric, n_near, n_random, seed, iteration):
+        self.metric, self.n_near, self.n_random = metric, n_near, n_random
+        self.seed, self.iteration = seed, iteration
+
+    def __call__(self, X, w, ctx, medoids, medoid_rows, candidates, candidate_ok):
+        if w is not None:  # pragma: no cover
+            raise NotImplementedError("k-medoids does not take sample weights")
+        return medoid_refine_partial(
+            X, _like(X, medoids), medoid_rows, _like(X, candidates), candidate_ok, self.metric,
+            n_near=self.n_near, n_random=self.n_random, seed=self.seed, iteration=self.iteration,
+            block_id=ctx.block_id, row_offset=ctx.row_offset,
+        )
+
+
+class _RefineCombine:
+    def __init__(self, n_near, n_random):
+        self.n_near, self.n_random = n_near, n_random
+
+    def __call__(self, parts):
+        out = sum_combine(parts, ("loss", "size", "own", "cand_sum"))
+        out["near"] = per_cluster_top_combine([p["near"] for p in parts], self.n_near)
+        out["random"] = per_cluster_top_combine([p["random"] for p in parts], self.n_random)
+        return out
+
+
+def refine_aggregation(medoids, medoid_rows, candidates, candidate_ok, metric, *, seed, iteration,
+                       n_near=N_NEAR, n_random=N_RANDOM):
+    """One refinement pass's statistics (see :func:`dclust.kernels.medoids.medoid_refine_partial`)."""
+    return Aggregation(
+        "kmedoids-refine", _RefineChunk(metric, n_near, n_random, seed, iteration),
+        _RefineCombine(n_near, n_random),
+    ).bind(
+        np.ascontiguousarray(medoids, dtype=np.float64), np.asarray(medoid_rows, dtype=np.int64),
+        np.ascontiguousarray(candidates, dtype=np.float64), np.asarray(candidate_ok, dtype=bool),
+    )
+
+
+# ---- CLARA ---------------------------------------------------------------------------------
+def _sample_positions(pool_size, n_sampling, n_samples_iter, rng):
+    """Positions in the pool of each sample: disjoint slices when the pool allows."""
+    if pool_size >= n_sampling * n_samples_iter:
+        return [np.arange(i * n_sampling, (i + 1) * n_sampling) for i in range(n_samples_iter)]
+    return [np.sort(rng.choice(pool_size, n_sampling, replace=False)) for _ in range(n_samples_iter)]
+
+
+def _candidates(groups, medoid_rows, k, size, d):
+    """Candidate arrays (k, size, d), their rows and mask, from per-cluster groups.
+
+    ``groups`` is a list of per-cluster-top dicts; rows already chosen for the cluster,
+    empty slots and current medoids are skipped.
+    """
+    cand = np.zeros((k, size, d))
+    rows = np.full((k, size), -1, dtype=np.int64)
+    taken = set(int(r) for r in medoid_rows)
+    for c in range(k):
+        j = 0
+        seen = set()
+        for g in groups:
+            for r, x in zip(g["row"][c], g["x"][c]):
+                r = int(r)
+                if j >= size:
+                    break
+                if r < 0 or r in taken or r in seen:
+                    continue
+                seen.add(r)
+                cand[c, j] = x
+                rows[c, j] = r
+                j += 1
+    return cand, rows, rows >= 0
+
+
+def _pool_candidates(pool_x, pool_rows, medoids, medoid_rows, metric, seed, n_near, n_random):
+    """First refinement candidates: the CLARA pool's rows, grouped by nearest medoid."""
+    k, d = medoids.shape
+    D = pairwise_distances(pool_x, medoids, metric)
+    lab = np.argmin(D, axis=1)
+    dist = D[np.arange(D.shape[0]), lab]
+    u = np.random.default_rng([seed, 29]).random(lab.shape[0])
+    keep = ~np.isin(pool_rows, medoid_rows)
+    args = (lab[keep], None, pool_rows[keep], pool_x[keep], k)
+    near = per_cluster_top(args[0], -dist[keep], args[2], args[3], k, n_near)
+    rnd = per_cluster_top(args[0], u[keep], args[2], args[3], k, n_random)
+    return _candidates([near, rnd], medoid_rows, k, n_near + n_random, d)
+
+
+def clara_fit(X, n_clusters, *, metric="euclidean", n_sampling=None, n_sampling_iter=5,
+              max_iter=100, refine=True, seed=0, split_every=None, progress=None,
+              n_near=N_NEAR, n_random=N_RANDOM):
+    """FastCLARA over a row-chunked dask array, then refinement passes on the full data.
+
+    Parameters
+    ----------
+    X : dask.array.Array of shape (n_samples, n_features), row-chunked.
+    n_clusters : int
+    metric : str
+    n_sampling : int, optional
+        Rows per sample, medoids carried in included; default ``80 + 4 k`` (at most n).
+    n_sampling_iter : int, default=5
+        Samples.
+    max_iter : int, default=100
+        FasterPAM iterations per sample, and refinement passes.
+    refine : bool, default=True
+        Run the refinement passes (``False``: CLARA alone).
+    seed : int
+    split_every : int, optional
+    progress : Progress, optional
+
+    Returns
+    -------
+    KMedoidsResult
+        ``clara_loss`` is the loss of the best CLARA sample's medoids on the full data.
+    """
+    progress = progress or Progress("KMedoids", enabled=False)
+    t0 = time.perf_counter()
+    n, d = X.shape
+    k = int(n_clusters)
+    m = min(int(n_sampling) if n_sampling is not None else default_n_sampling(k), n)
+    n_iter_s = 1 if m >= n else int(n_sampling_iter)
+    pool_size = min(n, m * n_iter_s)
+    pool, _ = sample_rows(X, None, pool_size, seed, split_every=split_every)
+    n_passes = 1
+    pool_x = np.ascontiguousarray(pool["x"], dtype=np.float64)
+    pool_rows = np.asarray(pool["row"], dtype=np.int64)
+    rng = np.random.default_rng([seed, 19])
+    positions = _sample_positions(pool_rows.shape[0], m, n_iter_s, rng)
+    best_rows, best_x, best_cost = None, None, math.inf
+    losses = []
+    for i, pos in enumerate(positions):
+        if best_rows is None:
+            rows, xs = pool_rows[pos], pool_x[pos]
+            init = "build"
+        else:
+            fresh = pos[~np.isin(pool_rows[pos], best_rows)][: max(m - k, 0)]
+            rows = np.concatenate([best_rows, pool_rows[fresh]])
+            xs = np.concatenate([best_x, pool_x[fresh]])
+            init = np.arange(k)
+        D = pairwise_distances(xs, xs, metric)
+        med, _, _ = _solve(D, k, init, max_iter)
+        cand_rows, cand_x = rows[med], xs[med]
+        if best_rows is not None and set(cand_rows.tolist()) == set(best_rows.tolist()):
+            progress.update("sample", i + 1, loss=best_cost)
+            continue  # the same medoids: the same full-data cost, no pass needed
+        cost = float(run_pass(X, {"cost": cost_aggregation([cand_x], metric)},
+                              split_every=split_every, name="kmedoids-clara")["cost"]["cost"][0])
+        n_passes += 1
+        if cost < best_cost:
+            order = np.argsort(cand_rows, kind="stable")
+            best_rows, best_x, best_cost = cand_rows[order], cand_x[order], cost
+        progress.update("sample", i + 1, loss=best_cost)
+    clara_loss = best_cost
+    losses.append(best_cost)
+    t_clara = time.perf_counter() - t0
+    medoids, medoid_rows = best_x, best_rows
+    best = (best_cost, medoids, medoid_rows)
+    n_iter, converged = 0, not refine
+    if refine:
+        cand, cand_rows, ok = _pool_candidates(pool_x, pool_rows, medoids, medoid_rows, metric, seed,
+                                               n_near, n_random)
+        del pool_x
+        moved, fresh = False, True
+        for it in range(max_iter):
+            agg = refine_aggregation(medoids, medoid_rows, cand, ok, metric, seed=seed, iteration=it,
+                                     n_near=n_near, n_random=RANDOM_POOL * n_random)
+            res = run_pass(X, {"refine": agg}, split_every=split_every, name="kmedoids-refine")["refine"]
+            n_passes += 1
+            n_iter = it + 1
+            pass_loss = float(res["loss"])
+            losses.append(pass_loss)
+            if pass_loss < best[0]:
+                best = (pass_loss, medoids, medoid_rows)
+            new_rows, new_x, n_moved = _move(medoids, medoid_rows, res, cand, cand_rows, ok)
+            progress.update("refine", n_iter, loss=pass_loss, moved=n_moved)
+            moved = n_moved > 0
+            if not moved and fresh:
+                converged = True
+                break
+            # Candidates gathered around a medoid that has since moved are stale: a pass
+            # that moves nothing ends the refinement only if every cluster's were fresh.
+            fresh = not moved
+            medoids, medoid_rows = new_x, new_rows
+            central = _most_central(res["random"], n_random, metric)
+            cand, cand_rows, ok = _candidates([res["near"], central], medoid_rows, k,
+                                              n_near + n_random, d)
+        if moved:
+            # max_iter reached right after a move: score the last medoids (one more pass).
+            cost = float(run_pass(X, {"cost": cost_aggregation([medoids], metric)},
+                                  split_every=split_every, name="kmedoids-cost")["cost"]["cost"][0])
+            n_passes += 1
+            losses.append(cost)
+            if cost < best[0]:
+                best = (cost, medoids, medoid_rows)
+    loss, medoids, medoid_rows = best
+    return KMedoidsResult(
+        medoid_rows=medoid_rows, medoids=medoids, loss=loss, n_iter=n_iter, converged=converged,
+        n_passes=n_passes, clara_loss=clara_loss, losses=losses,
+        timings={"clara": t_clara, "total": time.perf_counter() - t0},
+    )
+
+
+def _most_central(group, size, metric):
+    """The ``size`` members of each cluster's random sample with the smallest sum of
+    dissimilarities to the rest of the sample: estimates of the cluster's medoid."""
+    key = np.full((group["row"].shape[0], size), -np.inf)
+    row = np.full_like(key, -1, dtype=np.int64)
+    x = np.zeros((key.shape[0], size, group["x"].shape[2]))
+    for c in range(key.shape[0]):
+        valid = np.flatnonzero(group["row"][c] >= 0)
+        if not valid.size:
+            continue
+        xs = group["x"][c][valid]
+        sums = pairwise_distances(xs, xs, metric).sum(axis=1)
+        order = np.lexsort((group["row"][c][valid], sums))[:size]
+        t = order.shape[0]
+        key[c, :t] = -sums[order]
+        row[c, :t] = group["row"][c][valid][order]
+        x[c, :t] = xs[order]
+    return {"key": key, "row": row, "x": x}
+
+
+def _move(medoids, medoid_rows, res, cand, cand_rows, ok):
+    """Move each medoid to its best candidate when that lowers its cluster's sum."""
+    own, cand_sum = res["own"], res["cand_sum"]
+    new_x, new_rows = medoids.copy(), medoid_rows.copy()
+    score = np.where(ok, cand_sum, np.inf)
+    gains = []
+    for c in range(medoids.shape[0]):
+        if res["size"][c] == 0 or not ok[c].any():
+            continue
+        j = int(np.argmin(score[c]))
+        gain = own[c] - score[c, j]
+        if gain > _REL_GAIN * max(own[c], np.finfo(float).tiny):
+            gains.append((gain, c, j))
+    used = set(int(r) for r in medoid_rows)
+    n_moved = 0
+    for gain, c, j in sorted(gains, key=lambda g: -g[0]):
+        r = int(cand_rows[c, j])
+        if r in used:  # never two medoids on one row (guard; candidates are disjoint)
+            continue
+        used.discard(int(new_rows[c]))
+        used.add(r)
+        new_rows[c] = r
+        new_x[c] = cand[c, j]
+        n_moved += 1
+    return new_rows, new_x, n_moved
