@@ -1,0 +1,444 @@
+"""Per-chunk kernels of log-domain Sinkhorn over row-chunks.
+
+Notation. ``n`` rows with weights ``a_i`` (summing to one over all chunks), ``k'`` columns
+with marginals ``b_j``, a cost ``C_ij`` and the entropic regularisation ``eps``. The
+transport plan of potentials ``(f, g)`` is
+
+.. math::
+    P_{ij} = \\exp\\big((f_i + g_j - C_{ij}) / \\varepsilon\\big).
+
+Only the ``k'`` column potentials ``g`` are kept between passes. A chunk recomputes its
+row potentials from them (the exact row update of Sinkhorn),
+
+.. math::
+    f_i = \\varepsilon \\log a_i - \\varepsilon\\,\\mathrm{LSE}_j\\big((g_j - C_{ij})/\\varepsilon\\big),
+
+so that ``P_ij = a_i softmax_j((g_j - C_ij)/eps)``, and emits the logarithm of its part
+of the column sums ``S_j = sum_i P_ij`` as a ``(max, sum-exp)`` pair: the log-sum-exp
+over its rows of ``log P_ij - g_j/eps``. The pairs of all chunks are merged by
+:func:`logsumexp_combine`; the driver then has ``log S_j`` (the column marginal of the
+plan after the row update, hence the marginal error) and updates ``g`` on the client.
+
+Costs come from two sources:
+
+``"points"``
+    squared Euclidean distances between the rows of ``X`` and ``k`` centres, divided by
+    ``scale``: ``C_ij = (||x_i||^2 - 2 x_i.c_j + ||c_j||^2) / scale``. The row term
+    ``||x_i||^2`` cancels in the plan, so only ``||c_j||^2 - 2 x_i.c_j`` is formed, by one
+    GEMM per tile (float32 data stays float32 in the GEMM and the ``exp``).
+``"costs"``
+    the block of a user's ``n x k`` cost matrix (or of scores, ``sign=-1``).
+
+With ``virtual=True`` a last column of cost zero is added (partial transport: it takes
+the mass that is not transported).
+
+Numerics: every exponent is at most zero after subtracting the row maximum, so nothing
+overflows; the column sums are accumulated in float64 from the row-softmax values. A
+column whose sum over the chunk is so small that underflowed terms could matter (tiny
+``eps`` early in the iterations) is recomputed exactly in float64 in the log domain. So
+no ``eps`` is too small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "SinkhornState",
+    "sinkhorn_partial",
+    "logsumexp_combine",
+    "sinkhorn_combine",
+    "sinkhorn_assign_block",
+    "cost_stats_partial",
+    "cost_stats_combine",
+    "column_log_sums",
+    "repair_partial",
+    "repair_combine",
+]
+
+# Below these fractions of the chunk's row mass, a column sum accumulated from
+# (possibly underflowed) exponentials is recomputed exactly in the log domain.
+# float32 exp flushes below e^-87 (lost mass <= e^-87 * mass: relative 1.6e-13 at 1e-25);
+# float64 below e^-708.
+_SAFE = {np.dtype(np.float32): 1e-25, np.dtype(np.float64): 1e-280}
+
+
+@dataclass(frozen=True)
+class SinkhornState:
+    """What a pass needs to know (small: ``O(k d)``).
+
+    Attributes
+    ----------
+    kind : {"points", "costs"}
+    g : ndarray (k',) float64
+        Column potentials, in cost units (the virtual column last when ``virtual``).
+    eps : float
+        Regularisation of this pass, in the units of the (scaled) cost.
+    centers : ndarray (k, d) float64 or None
+        For ``kind="points"``.
+    scale : float
+        Costs are divided by it.
+    sign : float
+        +1 for costs, -1 for scores (cost = -score).
+    virtual : bool
+        Append a zero-cost column.
+    log_mass : float
+        ``log a_i = log w_i + log_mass`` (``log_mass = -log n`` without weights).
+    want_sums : bool
+        Also return plan-weighted sums of the rows (``k x d``), for a centre update.
+    """
+
+    kind: str
+    g: np.ndarray
+    eps: float
+    centers: np.ndarray | None = None
+    scale: float = 1.0
+    sign: float = 1.0
+    virtual: bool = False
+    log_mass: float = 0.0
+    want_sums: bool = False
+
+
+def _tile_rows(k):
+    return int(min(4096, max(128, 2**18 // max(k, 1))))
+
+
+def _work_dtype(X):
+    return np.dtype(np.float32) if X.dtype == np.float32 else np.dtype(np.float64)
+
+
+class _Z:
+    """Builds ``Z = (g - C) / eps`` for tiles of one chunk (buffers reused across tiles)."""
+
+    def __init__(self, X, st: SinkhornState, dtype):
+        self.st = st
+        self.dtype = dtype
+        self.X = X
+        k1 = st.g.shape[0]
+        self.k1 = k1
+        inv = 1.0 / st.eps
+        if st.kind == "points":
+            C = st.centers
+            k, d = C.shape
+            CTa = np.zeros((d + 1, k1))
+            CTa[:d, :k] = (2.0 / (st.scale * st.eps)) * C.T
+            cn = np.einsum("ij,ij->i", C, C) / st.scale
+            CTa[d, :k] = (st.g[:k] - cn) * inv
+            if st.virtual:
+                CTa[d, k] = st.g[k] * inv
+            self.CTa64 = CTa
+            self.CTa = CTa.astype(dtype)
+            self.d = d
+        else:
+            self.gz = st.g * inv
+            self.cz = st.sign * inv / st.scale
+
+    def tile(self, s, e, out=None, cols=None, dtype=None):
+        """``Z`` of rows ``s:e`` (all columns, or the columns ``cols`` in float64)."""
+        st = self.st
+        dtype = dtype or self.dtype
+        Xt = self.X[s:e]
+        k = st.g.shape[0] - (1 if st.virtual else 0)
+        if st.kind == "points":
+            t = e - s
+            Xa = np.empty((t, self.d + 1), dtype=dtype)
+            Xa[:, : self.d] = Xt
+            Xa[:, self.d] = 1.0
+            CTa = self.CTa if (cols is None and dtype == self.dtype) else self.CTa64.astype(dtype)
+            if cols is not None:
+                CTa = CTa[:, cols]
+            Z = np.matmul(Xa, CTa, out=out[:t] if out is not None else None)
+            vcols = [k] if cols is None else list(np.flatnonzero(np.asarray(cols) == k))
+            if st.virtual and vcols:
+                xn = np.einsum("ij,ij->i", Xt, Xt, dtype=np.float64) / (st.scale * st.eps)
+                Z[:, vcols[0]] += xn.astype(dtype)
+            return Z
+        C = Xt if cols is None else Xt[:, [c for c in cols if c < k]]
+        gz = self.gz if cols is None else self.gz[cols]
+        t = e - s
+        Z = out[:t] if out is not None else np.empty((t, len(gz)), dtype=dtype)
+        if cols is None:
+            np.multiply(C, -self.cz, out=Z[:, :k], dtype=dtype, casting="unsafe")
+            if st.virtual:
+                Z[:, k] = 0.0
+        else:
+            real = [j for j, c in enumerate(cols) if c < k]
+            Z[:, real] = -self.cz * C.astype(dtype)
+            for j, c in enumerate(cols):
+                if c >= k:
+                    Z[:, j] = 0.0
+        Z += gz.astype(dtype)
+        return Z
+
+
+def _log_a(w, n, log_mass):
+    if w is None:
+        return np.full(n, log_mass)
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray(w, dtype=np.float64)) + log_mass
+
+
+def _nonfinite(X, row_offset):
+    ok = np.isfinite(X)
+    if ok.all():
+        return 0, -1
+    bad_rows = ~ok.all(axis=1)
+    return int((~ok).sum()), int(row_offset + np.flatnonzero(bad_rows)[0])
+
+
+def sinkhorn_partial(X, st: SinkhornState, w=None):
+    """One chunk's share of a Sinkhorn iteration.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_rows, n_features) or (n_rows, k)
+        The rows of the data (``kind="points"``) or of the cost matrix (``"costs"``).
+    st : SinkhornState
+    w : ndarray of shape (n_rows,), optional
+        Row weights (``a_i = w_i * exp(log_mass)``).
+
+    Returns
+    -------
+    stats : dict
+        ``colmax``, ``colsum`` (k',): the column log-sum-exp of ``log P_ij`` over the chunk as ``(max, sum of exp(. - max))``; ``mass`` (row mass of the chunk);
+        ``sums`` (k, d) plan-weighted row sums when ``want_sums``.
+    """
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    n = X.shape[0]
+    k1 = st.g.shape[0]
+    out = {"colmax": np.full(k1, -np.inf), "colsum": np.zeros(k1), "mass": np.zeros(())}
+    if st.want_sums:
+        out["sums"] = np.zeros((k1 - (1 if st.virtual else 0), X.shape[1]))
+    if n == 0:
+        return out
+    dtype = _work_dtype(X)
+    log_a = _log_a(w, n, st.log_mass)
+    zb = _Z(X, st, dtype)
+    tile = _tile_rows(k1)
+    buf = np.empty((min(tile, n), k1), dtype=dtype)
+    lse = np.empty(n)
+    colsum = np.zeros(k1)
+    kr = k1 - (1 if st.virtual else 0)
+    for s in range(0, n, tile):
+        e = min(n, s + tile)
+        Z = zb.tile(s, e, out=buf)
+        m = Z.max(axis=1)
+        Z -= m[:, None]
+        np.exp(Z, out=Z)
+        rs = Z.sum(axis=1, dtype=np.float64)
+        lrs = np.log(rs)
+        lse[s:e] = m + lrs
+        c = np.exp(log_a[s:e] - lrs)  # a_i / row sum: P_ij = c_i * Z_ij
+        colsum += c.astype(dtype) @ Z
+        if st.want_sums:
+            cx = (c[:, None] * X[s:e]).astype(dtype)
+            out["sums"] += Z[:, :kr].T @ cx
+    with np.errstate(divide="ignore"):
+        mass = float(np.exp(log_a).sum())
+    out["mass"] = np.asarray(mass)
+    bad = np.flatnonzero(~(colsum >= _SAFE[dtype] * mass))
+    with np.errstate(divide="ignore"):
+        out["colmax"] = np.log(colsum)
+    out["colsum"] = np.ones(k1)
+    if bad.size and mass > 0:
+        # Exact log-domain column sums for the columns whose terms may have underflowed.
+        M = np.full(bad.size, -np.inf)
+        S = np.zeros(bad.size)
+        for s in range(0, n, tile):
+            e = min(n, s + tile)
+            T = zb.tile(s, e, cols=bad, dtype=np.float64)
+            T += (log_a[s:e] - lse[s:e])[:, None]
+            mt = T.max(axis=0)
+            Mn = np.maximum(M, mt)
+            fin = np.isfinite(Mn)
+            with np.errstate(invalid="ignore"):
+                S = np.where(fin, S * np.exp(M - np.where(fin, Mn, 0.0)), 0.0)
+                S += np.where(fin, np.exp(T - np.where(fin, Mn, 0.0)[None, :]).sum(axis=0), 0.0)
+            M = Mn
+        out["colmax"][bad] = M
+        out["colsum"][bad] = S
+    out["colsum"][~np.isfinite(out["colmax"])] = 0.0
+    return out
+
+
+def logsumexp_combine(maxes, sums):
+    """Merge ``(max, sum-exp)`` pairs: returns the pair of the union (identity ``(-inf, 0)``)."""
+    M = np.max(np.stack(maxes), axis=0)
+    fin = np.isfinite(M)
+    Mz = np.where(fin, M, 0.0)
+    S = np.zeros_like(Mz)
+    for m, s in zip(maxes, sums):
+        with np.errstate(invalid="ignore", over="ignore"):
+            S += np.where(np.isfinite(m), s * np.exp(np.where(np.isfinite(m), m, 0.0) - Mz), 0.0)
+    return M, S
+
+
+def sinkhorn_combine(parts):
+    """Combine the stats of :func:`sinkhorn_partial` (associative)."""
+    out = {}
+    out["colmax"], out["colsum"] = logsumexp_combine([p["colmax"] for p in parts],
+                                                     [p["colsum"] for p in parts])
+    out["mass"] = sum(p["mass"] for p in parts[1:]) + parts[0]["mass"]
+    if "sums" in parts[0]:
+        acc = parts[0]["sums"].copy()
+        for p in parts[1:]:
+            acc += p["sums"]
+        out["sums"] = acc
+    return out
+
+
+def column_log_sums(stats):
+    """``log S_j``: the log column marginals of the plan, from combined stats."""
+    with np.errstate(divide="ignore"):
+        return stats["colmax"] + np.log(stats["colsum"])
+
+
+# ---- outputs once the potentials are known ------------------------------------------
+def sinkhorn_assign_block(X, st: SinkhornState, w=None, *, what="labels"):
+    """Per-row outputs of the final plan for one chunk.
+
+    ``what``: ``"labels"`` (argmax over the columns; ``-1`` when the virtual column wins),
+    ``"soft"`` (row-normalised plan over the real columns, float64; with a virtual column
+    the rows sum to less than one), ``"plan"`` (``P_ij``), or ``"f"`` (row potentials,
+    without the ``||x_i||^2`` term for ``kind="points"``).
+    """
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    n = X.shape[0]
+    k1 = st.g.shape[0]
+    kr = k1 - (1 if st.virtual else 0)
+    zb = _Z(X, st, np.dtype(np.float64))
+    if what == "labels":
+        lab = np.empty(n, dtype=np.int32)
+    elif what == "f":
+        res = np.empty(n)
+    else:
+        res = np.empty((n, kr))
+    log_a = _log_a(w, n, st.log_mass) if what in ("plan", "f") else None
+    tile = _tile_rows(k1)
+    for s in range(0, n, tile):
+        e = min(n, s + tile)
+        Z = zb.tile(s, e)
+        if what == "labels":
+            L = Z.argmax(axis=1)
+            if st.virtual:
+                L = np.where(L == kr, -1, L)
+            lab[s:e] = L
+            continue
+        m = Z.max(axis=1)
+        Z -= m[:, None]
+        np.exp(Z, out=Z)
+        rs = Z.sum(axis=1)
+        if what == "f":
+            res[s:e] = st.eps * (log_a[s:e] - m - np.log(rs))
+            continue
+        Z /= rs[:, None]
+        if what == "plan":
+            Z *= np.exp(log_a[s:e])[:, None]
+        res[s:e] = Z[:, :kr]
+    return lab if what == "labels" else res
+
+
+# ---- the cost statistics pass (finiteness, scale) -----------------------------------
+def cost_stats_partial(X, w=None, *, row_offset=0):
+    """Finiteness, weight checks and the spread of a chunk of a cost matrix.
+
+    ``spread2`` is the sum over rows of the variance of the row's costs (row-wise
+    shifts do not change the plan, so this is the spread that matters); ``wsum`` the
+    sum of weights, ``n_bad_weight``/``first_bad_weight`` the negative or non-finite
+    weights.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    nb, first = _nonfinite(X, row_offset)
+    out = {"n_nonfinite": nb, "first_nonfinite": first, "spread2": 0.0, "rows": X.shape[0],
+           "wsum": 0.0, "n_bad_weight": 0, "first_bad_weight": -1}
+    if X.shape[0] and not nb:
+        out["spread2"] = float(X.var(axis=1).sum())
+    if w is not None:
+        w = np.asarray(w, dtype=np.float64)
+        bad = ~(np.isfinite(w) & (w >= 0))
+        out["n_bad_weight"] = int(bad.sum())
+        if bad.any():
+            out["first_bad_weight"] = int(row_offset + np.flatnonzero(bad)[0])
+        out["wsum"] = float(w[~bad].sum())
+    else:
+        out["wsum"] = float(X.shape[0])
+    return out
+
+
+def _first(vals):
+    vals = [v for v in vals if v >= 0]
+    return min(vals) if vals else -1
+
+
+def cost_stats_combine(parts):
+    return {
+        "n_nonfinite": sum(p["n_nonfinite"] for p in parts),
+        "first_nonfinite": _first([p["first_nonfinite"] for p in parts]),
+        "spread2": sum(p["spread2"] for p in parts),
+        "rows": sum(p["rows"] for p in parts),
+        "wsum": sum(p["wsum"] for p in parts),
+        "n_bad_weight": sum(p["n_bad_weight"] for p in parts),
+        "first_bad_weight": _first([p["first_bad_weight"] for p in parts]),
+    }
+
+
+# ---- size repair (hard labels with exact cluster sizes) ------------------------------
+def repair_partial(X, st: SinkhornState, n_margins):
+    """Hard labels under prices ``st.g`` and, per cluster, its smallest margins.
+
+    A row's label is ``argmax_j (g_j - C_ij)`` and its margin how much larger that is
+    than its second best. Lowering ``g_j`` by more than the ``e``-th smallest margin of
+    cluster ``j`` moves exactly those ``e`` rows out of ``j`` (to their second choice).
+
+    Returns
+    -------
+    counts : (k,) int64
+    margins : (k, n_margins) float64, ascending, padded with +inf.
+    """
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    k = st.g.shape[0]
+    n = X.shape[0]
+    counts = np.zeros(k, dtype=np.int64)
+    margins = np.full((k, n_margins), np.inf)
+    if n == 0:
+        return {"counts": counts, "margins": margins}
+    zb = _Z(X, st, np.dtype(np.float64))
+    tile = _tile_rows(k)
+    labs, mars = [], []
+    for s in range(0, n, tile):
+        e = min(n, s + tile)
+        Z = zb.tile(s, e)
+        if k == 1:
+            labs.append(np.zeros(e - s, dtype=np.int64))
+            mars.append(np.full(e - s, np.inf))
+            continue
+        top2 = np.partition(Z, k - 2, axis=1)[:, k - 2:]
+        labs.append(Z.argmax(axis=1))
+        mars.append((top2[:, 1] - top2[:, 0]) * st.eps)
+    lab = np.concatenate(labs)
+    mar = np.concatenate(mars)
+    counts = np.bincount(lab, minlength=k).astype(np.int64)
+    order = np.lexsort((mar, lab))
+    lab_s, mar_s = lab[order], mar[order]
+    starts = np.searchsorted(lab_s, np.arange(k))
+    for j in np.flatnonzero(counts):
+        m = min(n_margins, counts[j])
+        margins[j, :m] = mar_s[starts[j]: starts[j] + m]
+    return {"counts": counts, "margins": margins}
+
+
+def repair_combine(parts):
+    counts = parts[0]["counts"].copy()
+    for p in parts[1:]:
+        counts += p["counts"]
+    m = parts[0]["margins"].shape[1]
+    margins = np.sort(np.concatenate([p["margins"] for p in parts], axis=1), axis=1)[:, :m]
+    return {"counts": counts, "margins": margins}
