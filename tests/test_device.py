@@ -22,7 +22,7 @@ HAS_CUPY = importlib.util.find_spec("cupy") is not None
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("k", [3, 40, 300])
+@pytest.mark.parametrize("k", [3, 40, 300, 1100])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_device_path_equals_compiled_path(rng, dtype, k, weighted):
     X = rng.normal(size=(2500, 9)).astype(dtype)

@@ -33,10 +33,20 @@ def _gemm(X):
     return SGEMM if X.dtype == np.float32 else DGEMM
 
 
+# Distance-tile shape of the compiled path: TILE_ROWS rows by at most CENTRE_BLOCK
+# centres (rows x centres x 4 bytes within a core's L2 cache), large enough for the GEMM
+# to run near its peak.
+TILE_ROWS = 256
+CENTRE_BLOCK = 512
+
+
 def tile_rows(n_clusters: int) -> int:
-    """Rows per tile: the ``k x tile`` distance block stays near a core's L2 cache, but a
-    tile never drops below 256 rows, which the GEMM needs to run near its peak."""
-    return int(min(4096, max(256, 2**17 // max(n_clusters, 1))))
+    """Rows per tile of the compiled path."""
+    return int(min(4096, max(TILE_ROWS, (TILE_ROWS * CENTRE_BLOCK) // max(n_clusters, 1))))
+
+
+def _tile_buffer(k, tile, dtype):
+    return np.empty((min(k, CENTRE_BLOCK), tile), dtype=dtype)
 
 
 def _prepare_numpy(X, centers):
@@ -61,7 +71,7 @@ def _lloyd_numpy(X, centers, w, n_far, row_offset):
     far_i = np.full(n_far, -1, dtype=np.int64)
     far_l = np.full(n_far, -1, dtype=np.int64)
     w64 = _NO_F64 if w is None else np.ascontiguousarray(w, dtype=np.float64)
-    GT = np.empty((k, tile), dtype=X.dtype)
+    GT = _tile_buffer(k, tile, X.dtype)
     inertia = _numba.lloyd_chunk(_gemm(X), X, Cm, cnorm, C64, w64, tile, GT, _NO_I64, sums,
                                  wsum, _NO_F64, far_d, far_i, far_l, True)
     keep = far_i >= 0
@@ -88,7 +98,7 @@ def _nearest_numpy(X, centers):
     n = X.shape[0]
     k = C64.shape[0]
     tile = tile_rows(k)
-    GT = np.empty((k, tile), dtype=X.dtype)
+    GT = _tile_buffer(k, tile, X.dtype)
     labels = np.empty(n, dtype=np.int64)
     dist = np.empty(n)
     _numba.lloyd_chunk(_gemm(X), X, Cm, cnorm, C64, _NO_F64, tile, GT, labels, _NO_SUMS, _NO_F64,
