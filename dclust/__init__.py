@@ -22,6 +22,8 @@ from .exceptions import (
 
 _LAZY = {
     "KMeans": "dclust.estimators.kmeans",
+    "BalancedKMeans": "dclust.estimators.balanced_kmeans",
+    "sinkhorn_assign": "dclust.algorithms.sinkhorn",
     "KMedoids": "dclust.estimators.kmedoids",
     "load": "dclust.estimators.base",
     "open_array": "dclust.io.zarr_io",
@@ -37,6 +39,8 @@ __all__ = [
     "__version__",
     "KMeans",
     "KMedoids",
+    "BalancedKMeans",
+    "sinkhorn_assign",
     "load",
     "open_array",
     "write_array",

@@ -18,18 +18,19 @@ import warnings
 
 from .._version import __version__
 from ..exceptions import ConvergenceWarning, DclustError, EmptyClusterWarning
-from . import fit, info, make_blobs, predict
+from . import fit, info, make_blobs, predict, sinkhorn_assign
 from ._common import CLIError
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = (make_blobs, fit, predict, info)
+_COMMANDS = (make_blobs, fit, predict, sinkhorn_assign, info)
 
 _EPILOG = """\
 examples:
   dclust make-blobs blobs.zarr --n-samples 1000000 --n-features 32 --centers 16
   dclust fit kmeans blobs.zarr -k 16 --model km.npz --labels labels.zarr
   dclust predict km.npz blobs.zarr --labels labels2.zarr
+  dclust sinkhorn-assign logits.zarr --scores --labels pseudo-labels.zarr
   dclust info km.npz
 
 Run `dclust COMMAND --help` for the options of each command. Without --scheduler (or

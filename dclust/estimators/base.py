@@ -20,7 +20,8 @@ __all__ = ["DclustEstimator", "load", "register", "prepare_fit_data"]
 _REGISTRY: dict[str, type] = {}
 # Modules whose estimators load() must know even when the user has not imported them
 # (dclust imports its estimators lazily).
-_ESTIMATOR_MODULES = ("dclust.estimators.kmeans", "dclust.estimators.kmedoids")
+_ESTIMATOR_MODULES = ("dclust.estimators.kmeans", "dclust.estimators.kmedoids",
+                      "dclust.estimators.balanced_kmeans")
 
 
 def register(cls):
