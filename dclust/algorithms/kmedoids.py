@@ -12,7 +12,10 @@ matrix does not fit the memory budget (:func:`memory_budget`).
 2. Each sample is solved with FasterPAM on the client: the first from a BUILD start, the
    next ones from the best medoids so far, which are added to the sample.
 3. Each sample's medoids are scored on the full data in one pass (a tree reduction of the
-   total deviation). Only full-data costs are compared; the best set is kept.
+   total deviation). Later samples are solved twice, from the carried medoids and from a
+   fresh BUILD start, and both results are scored in the same pass (the kernel computes
+   distances to the union of the sets once). Only full-data costs are compared; the best
+   set is kept.
 4. Refinement passes then move medoids using every row. A pass assigns every row to its
    nearest medoid and, for each cluster ``c`` and each of its candidate medoids ``x``,
    reduces ``S(c, x) = sum_{o in c} d(o, x)``. Each medoid moves to the candidate with
@@ -364,17 +367,26 @@ def clara_fit(X, n_clusters, *, metric="euclidean", n_sampling=None, n_sampling_
             xs = np.concatenate([best_x, pool_x[fresh]])
             init = np.arange(k)
         D = pairwise_distances(xs, xs, metric)
-        med, _, _ = _solve(D, k, init, max_iter)
-        cand_rows, cand_x = rows[med], xs[med]
-        if best_rows is not None and set(cand_rows.tolist()) == set(best_rows.tolist()):
-            progress.update("sample", i + 1, loss=best_cost)
-            continue  # the same medoids: the same full-data cost, no pass needed
-        cost = float(run_pass(X, {"cost": cost_aggregation([cand_x], metric)},
-                              split_every=split_every, name="kmedoids-clara")["cost"]["cost"][0])
-        n_passes += 1
-        if cost < best_cost:
-            order = np.argsort(cand_rows, kind="stable")
-            best_rows, best_x, best_cost = cand_rows[order], cand_x[order], cost
+        # From the carried medoids (FastCLARA) and, on later samples, also from a fresh
+        # BUILD start, which escapes the carried local optimum at no extra pass: every
+        # candidate set of a sample is scored in the same pass.
+        starts = [init] if isinstance(init, str) else [init, "build"]
+        cands, seen = [], {tuple(best_rows.tolist())} if best_rows is not None else set()
+        for start in starts:
+            med, _, _ = _solve(D, k, start, max_iter)
+            order = np.argsort(rows[med], kind="stable")
+            key = tuple(rows[med][order].tolist())
+            if key not in seen:
+                seen.add(key)
+                cands.append((rows[med][order], xs[med][order]))
+        if cands:
+            costs = run_pass(X, {"cost": cost_aggregation([c[1] for c in cands], metric)},
+                             split_every=split_every, name="kmedoids-clara")["cost"]["cost"]
+            n_passes += 1
+            for (c_rows, c_x), cost in zip(cands, costs):
+                if float(cost) < best_cost:
+                    best_rows, best_x, best_cost = c_rows, c_x, float(cost)
+        # else: the sample gave back the best medoids, whose full-data cost is known.
         progress.update("sample", i + 1, loss=best_cost)
     clara_loss = best_cost
     losses.append(best_cost)

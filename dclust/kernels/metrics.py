@@ -39,22 +39,38 @@ _PORTABLE_ELEMENTS = 1 << 21
 
 
 @numba.njit(nogil=True, cache=True)
-def _fix_close_pairs(X, Y, xn, yn, D2, squared):
-    """Recompute exactly the pairs the expanded form cannot resolve; clip; optionally sqrt."""
+def _finish_euclidean(X, Y, xn, yn, G, squared):
+    """``G = -2 X Y^T`` becomes the distances, in place, one row at a time.
+
+    Adds the norms, recomputes exactly the pairs the expanded form cannot resolve, clips
+    at zero and (unless ``squared``) takes the square root. The first and last loops over
+    a row have no branches, so they vectorise; the exact loop runs only for rows that
+    have a close pair.
+    """
     n, d = X.shape
     m = Y.shape[0]
     for i in range(n):
+        row = G[i]
+        xi = xn[i]
+        close = 0
         for j in range(m):
-            v = D2[i, j]
-            if v < _EXACT_BELOW * (xn[i] + yn[j]):
-                s = 0.0
-                for f in range(d):
-                    t = X[i, f] - Y[j, f]
-                    s += t * t
-                v = s
-            if v < 0.0:
-                v = 0.0
-            D2[i, j] = v if squared else np.sqrt(v)
+            v = row[j] + xi + yn[j]
+            close += v < _EXACT_BELOW * (xi + yn[j])
+            row[j] = v
+        if close:
+            for j in range(m):
+                if row[j] < _EXACT_BELOW * (xi + yn[j]):
+                    s = 0.0
+                    for f in range(d):
+                        t = X[i, f] - Y[j, f]
+                        s += t * t
+                    row[j] = s
+        if squared:
+            for j in range(m):
+                row[j] = max(row[j], 0.0)
+        else:
+            for j in range(m):
+                row[j] = np.sqrt(max(row[j], 0.0))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -75,12 +91,9 @@ def _euclidean_numpy(X, Y, squared):
     Yc = Y - shift
     xn = np.einsum("ij,ij->i", Xc, Xc)
     yn = np.einsum("ij,ij->i", Yc, Yc)
-    D2 = Xc @ Yc.T
-    D2 *= -2.0
-    D2 += xn[:, None]
-    D2 += yn[None, :]
-    _fix_close_pairs(Xc, Yc, xn, yn, D2, squared)
-    return D2
+    G = Xc @ (-2.0 * Yc).T  # scaling by -2 is exact
+    _finish_euclidean(Xc, Yc, xn, yn, G, squared)
+    return G
 
 
 def _unit_rows(xp, A):
