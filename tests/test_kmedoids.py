@@ -308,6 +308,11 @@ def test_nan_is_refused():
         dclust.KMedoids(3, progress=False).fit(da.from_array(X, chunks=(100, 5)))
     with pytest.raises(DataError, match=r"X contains 1 non-finite values.*row 123"):
         dclust.KMedoids(3, method="fasterpam", progress=False).fit(X)
+    km = _fit(X[:100], 3, random_state=0)
+    with pytest.raises(DataError, match=r"X contains 1 non-finite values.*row 123"):
+        km.score(X)
+    with pytest.raises(DataError, match=r"X contains 1 non-finite values.*row 123"):
+        km.predict(X)
 
 
 # ---- bad parameters ----------------------------------------------------------------------

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 from sklearn.base import ClusterMixin, TransformerMixin
 
+from ..algorithms.kmeans import check_data_stats, data_stats_aggregation
 from ..algorithms.kmedoids import (
     clara_fit,
     check_fasterpam_fits,
@@ -293,15 +294,8 @@ class KMedoids(ClusterMixin, TransformerMixin, DclustEstimator):
     def score(self, X, y=None):
         """Opposite of the total deviation of ``X`` from the fitted medoids (one pass)."""
         X, _, _ = prepare_fit_data(self._check_X(X), None, "none")
-        res = run_pass(X, {"cost": cost_aggregation([self._medoids64()], self.metric)},
+        res = run_pass(X, {"cost": cost_aggregation([self._medoids64()], self.metric),
+                           "data": data_stats_aggregation()},
                        split_every=self.split_every, name="kmedoids-score")
-        _check_finite_cost(res["cost"]["cost"][0])
+        check_data_stats(res["data"], X)  # NaN and inf, found in the same pass
         return -float(res["cost"]["cost"][0])
-
-
-def _check_finite_cost(cost):
-    if not np.isfinite(cost):
-        raise DataError(
-            "X contains non-finite values, NaN or inf, so its total deviation is undefined. "
-            "Clean the data before scoring."
-        )
