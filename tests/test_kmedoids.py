@@ -214,6 +214,16 @@ def test_passes_do_not_depend_on_chunking(blobs10, metric):
         np.testing.assert_array_equal(r["near"]["row"], ref["near"]["row"])
 
 
+def test_fit_does_not_depend_on_the_reduction_tree(blobs10):
+    X, _ = blobs10
+    Xd = da.from_array(X, chunks=(250, 5))
+    fits = [_fit(Xd, 10, metric="manhattan", random_state=4, split_every=s) for s in (2, 5, 16)]
+    for km in fits[1:]:
+        np.testing.assert_array_equal(km.medoid_indices_, fits[0].medoid_indices_)
+        np.testing.assert_allclose(km.inertia_, fits[0].inertia_, rtol=1e-12)
+        assert km.n_passes_ == fits[0].n_passes_
+
+
 def test_refine_statistics_against_brute_force(blobs10):
     X, _ = blobs10
     rng = np.random.default_rng(1)
