@@ -61,19 +61,40 @@ def storage_options(args) -> dict | None:
 
 
 def add_cluster_options(parser, *, scheduler=True) -> None:
-    """``--scheduler`` (unless ``scheduler=False``), ``--storage-option`` and ``--quiet``."""
+    """Cluster options (unless ``scheduler=False``), ``--storage-option`` and ``--quiet``.
+
+    The cluster options are ``--scheduler`` or ``--scheduler-file`` and the TLS files
+    ``--tls-ca-file``, ``--tls-cert``, ``--tls-key``.
+    """
     group = parser.add_argument_group("cluster and storage" if scheduler else "storage")
     if scheduler:
-        group.add_argument(
+        where = group.add_mutually_exclusive_group()
+        where.add_argument(
             "--scheduler", metavar="ADDR",
             help="address of a running Dask scheduler (tcp://host:8786 or tls://host:8786). "
                  "Default: DASK_SCHEDULER_ADDRESS if set, else an embedded local cluster sized "
                  "to this machine.",
         )
+        where.add_argument(
+            "--scheduler-file", metavar="FILE",
+            help="the JSON file written by `dask scheduler --scheduler-file FILE` (instead of "
+                 "--scheduler)",
+        )
+        group.add_argument(
+            "--tls-ca-file", metavar="PEM",
+            help="CA certificate for a tls:// scheduler (with --tls-cert and --tls-key). "
+                 "Default: the Dask configuration's distributed.comm.tls settings",
+        )
+        group.add_argument("--tls-cert", metavar="PEM",
+                           help="this client's TLS certificate, signed by the cluster's CA")
+        group.add_argument("--tls-key", metavar="PEM",
+                           help="the private key of --tls-cert (unless it is in that file)")
     group.add_argument(
         "--storage-option", metavar="KEY=VALUE", action="append", type=storage_option, default=[],
         help="fsspec storage option for remote paths (s3://, gs://, ...), repeatable; values "
-             "are parsed as JSON when possible, e.g. --storage-option anon=true",
+             "are parsed as JSON when possible, e.g. --storage-option anon=true. Credentials "
+             "can also come from the environment (AWS_ACCESS_KEY_ID, ...); they are never "
+             "saved in outputs or printed",
     )
     if scheduler:
         group.add_argument("-q", "--quiet", action="store_true",
@@ -86,35 +107,76 @@ def add_output_options(parser) -> None:
 
 
 # ---- runtime -----------------------------------------------------------------------
+def _connect_args(args):
+    """``(address, scheduler_file, tls)`` from the command line; ``None`` address and file
+    mean the embedded cluster (or the configured address)."""
+    from ..runtime.client import configured_address
+
+    address = getattr(args, "scheduler", None)
+    scheduler_file = getattr(args, "scheduler_file", None)
+    tls = {name: getattr(args, attr, None) for name, attr in
+           (("tls_ca_file", "tls_ca_file"), ("tls_cert", "tls_cert"), ("tls_key", "tls_key"))}
+    tls = {k: v for k, v in tls.items() if v is not None}
+    if tls and not (address or scheduler_file or configured_address()):
+        raise CLIError(
+            f"{', '.join('--' + k.replace('_', '-') for k in tls)} given without a scheduler: "
+            "TLS applies to a tls:// scheduler named by --scheduler, --scheduler-file or "
+            "DASK_SCHEDULER_ADDRESS (the embedded local cluster needs none)."
+        )
+    return address, scheduler_file, tls
+
+
 @contextlib.contextmanager
 def dask_client(args):
     """Yield the client a command computes on; close it afterwards if the command made it.
 
     An existing client (a notebook's, a test session's) is used as is and left running.
+    ``--scheduler``, ``--scheduler-file`` or TLS files connect to that scheduler instead.
+    Any error raised inside is shown with the credentials of ``--storage-option`` and
+    the environment masked.
     """
     from distributed import Client
 
     import dclust
 
+    from ..io.paths import redact
+
     quiet = bool(getattr(args, "quiet", False))
-    if getattr(args, "scheduler", None):
-        client = dclust.connect(args.scheduler, quiet=quiet)
+    so = storage_options(args)
+    address, scheduler_file, tls = _connect_args(args)
+    try:
+        if address or scheduler_file or tls:
+            client = dclust.connect(address, scheduler_file=scheduler_file, quiet=quiet, **tls)
+            try:
+                yield client
+            finally:
+                client.close()
+            return
+        try:
+            existing = Client.current(allow_global=True)
+        except ValueError:
+            existing = None
+        client = dclust.get_client(quiet=quiet)
         try:
             yield client
         finally:
-            client.close()
-        return
-    try:
-        existing = Client.current(allow_global=True)
-    except ValueError:
-        existing = None
-    client = dclust.get_client(quiet=quiet)
-    try:
-        yield client
-    finally:
-        if existing is None or client is not existing:
-            # Closing the cluster we started here lets the process exit promptly.
-            dclust.shutdown()
+            if existing is None or client is not existing:
+                # Closing the cluster we started here lets the process exit promptly.
+                dclust.shutdown()
+    except Exception as e:
+        shown = redact(e, so)
+        if shown == str(e):
+            raise
+        # The message held a credential: the same kind of error, with it masked, and
+        # without the original (which a traceback would print) chained to it.
+        from ..exceptions import DclustError, StorageError
+
+        cls = type(e) if isinstance(e, DclustError) else StorageError
+        try:
+            masked = cls(shown)
+        except Exception:  # pragma: no cover - an exception class with another signature
+            masked = StorageError(shown)
+        raise masked from None
 
 
 # ---- outputs -----------------------------------------------------------------------

@@ -3,7 +3,9 @@
 Order of preference:
 
 1. the client made by :func:`connect`, or any active ``distributed.Client`` (used as is);
-2. the scheduler named by the ``DASK_SCHEDULER_ADDRESS`` environment variable;
+2. the scheduler named by the ``DASK_SCHEDULER_ADDRESS`` environment variable (or the
+   ``scheduler-address`` of the Dask configuration), with TLS settings from the Dask
+   configuration when it is a ``tls://`` address;
 3. an embedded ``distributed.LocalCluster`` sized to this machine, started on first use
    and reused by later calls in the same process.
 """
@@ -18,7 +20,8 @@ import threading
 
 from ..exceptions import ClusterConnectionError, DclustValueError
 
-__all__ = ["connect", "get_client", "local_cluster_layout", "shutdown"]
+__all__ = ["connect", "configured_address", "get_client", "local_cluster_layout", "make_security",
+           "shutdown"]
 
 _lock = threading.RLock()
 _embedded = None  # (LocalCluster, Client) started by dclust
@@ -46,17 +49,130 @@ def local_cluster_layout(n_cores: int | None = None) -> tuple[int, int]:
     return workers, n_cores // workers
 
 
-def connect(address=None, *, scheduler_file=None, security=None, timeout=10.0, quiet=False):
+def configured_address():
+    """The scheduler address the environment or the Dask config names, or ``None``.
+
+    ``DASK_SCHEDULER_ADDRESS`` first, then the ``scheduler-address`` key of the Dask
+    configuration (``~/.config/dask/*.yaml``), as ``distributed.Client()`` reads them.
+    """
+    env = os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if env:
+        return env
+    import dask
+
+    value = dask.config.get("scheduler-address", None)
+    return value or None
+
+
+def _read_scheduler_file(scheduler_file) -> str:
+    import json
+
+    scheduler_file = os.fspath(scheduler_file)
+    if not os.path.exists(scheduler_file):
+        raise ClusterConnectionError(
+            f"Scheduler file {scheduler_file!r} does not exist. Start the scheduler with "
+            f"`dask scheduler --scheduler-file {scheduler_file}` or pass its address."
+        )
+    try:
+        with open(scheduler_file) as f:
+            address = json.load(f)["address"]
+        if not isinstance(address, str):
+            raise TypeError(address)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ClusterConnectionError(
+            f"Scheduler file {scheduler_file!r} has no scheduler address ({type(e).__name__}: "
+            f"{e}); it should be the JSON file written by `dask scheduler --scheduler-file "
+            f"{scheduler_file}`. Start the scheduler again or pass its address."
+        ) from None
+    return address
+
+
+def _check_address(address) -> str:
+    from distributed.comm.registry import backends
+
+    if not isinstance(address, str) or not address.strip():
+        raise DclustValueError(
+            f"address={address!r} is not a scheduler address; pass a string such as "
+            "'tcp://host:8786' or 'tls://host:8786'."
+        )
+    address = address.strip()
+    scheme, sep, _ = address.partition("://")
+    if sep and scheme not in backends:
+        hint = ""
+        if scheme in ("http", "https"):
+            hint = (" That looks like the dashboard's URL; the scheduler listens on its own "
+                    "port (8786 by default).")
+        raise DclustValueError(
+            f"Unknown protocol {scheme!r} in the scheduler address {address!r}; use "
+            f"'tcp://host:port' or 'tls://host:port' (known: {', '.join(sorted(backends))}).{hint}"
+        )
+    return address
+
+
+def make_security(tls_ca_file=None, tls_cert=None, tls_key=None):
+    """A ``distributed.Security`` requiring TLS, from the CA, certificate and key files.
+
+    Parameters
+    ----------
+    tls_ca_file : str
+        The certificate authority that signed the scheduler's and workers' certificates.
+    tls_cert : str
+        This client's certificate (PEM), signed by a CA the scheduler trusts.
+    tls_key : str, optional
+        Its private key, unless it is in the ``tls_cert`` file.
+
+    Returns
+    -------
+    distributed.Security
+    """
+    from distributed import Security
+
+    given = {"tls_ca_file": tls_ca_file, "tls_cert": tls_cert, "tls_key": tls_key}
+    for name, path in given.items():
+        if path is not None and not os.path.isfile(os.fspath(path)):
+            raise DclustValueError(
+                f"{name}={os.fspath(path)!r} is not a file. Pass the PEM file made for this "
+                "cluster (see deploy/tls/README.md for how to make one)."
+            )
+    if tls_ca_file is None or tls_cert is None:
+        missing = [n for n in ("tls_ca_file", "tls_cert") if given[n] is None]
+        raise DclustValueError(
+            f"TLS needs both tls_ca_file and tls_cert (CLI: --tls-ca-file and --tls-cert); "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing. "
+            "Give the CA file and this client's certificate (and --tls-key unless the key "
+            "is in the certificate file)."
+        )
+    return Security(
+        tls_ca_file=os.fspath(tls_ca_file),
+        tls_client_cert=os.fspath(tls_cert),
+        tls_client_key=os.fspath(tls_key) if tls_key is not None else None,
+        require_encryption=True,
+    )
+
+
+def _has_client_tls(security) -> bool:
+    return bool(security is not None and security.tls_ca_file and security.tls_client_cert)
+
+
+def connect(address=None, *, scheduler_file=None, security=None, tls_ca_file=None, tls_cert=None,
+            tls_key=None, timeout=10.0, quiet=False):
     """Connect dclust to a running Dask scheduler.
 
     Parameters
     ----------
     address : str, optional
-        ``tcp://host:port`` or ``tls://host:port``. Defaults to ``DASK_SCHEDULER_ADDRESS``.
+        ``tcp://host:port`` or ``tls://host:port`` (``host:port`` means ``tcp://``).
+        Defaults to the scheduler file when one is given, else ``DASK_SCHEDULER_ADDRESS``,
+        else the ``scheduler-address`` of the Dask configuration.
     scheduler_file : str, optional
         Path of the JSON file written by ``dask scheduler --scheduler-file``.
     security : distributed.Security, optional
-        TLS configuration for ``tls://`` addresses.
+        TLS configuration for ``tls://`` addresses. Without it (and without the
+        ``tls_*`` files) the Dask configuration's ``distributed.comm.tls.*`` settings
+        (or ``DASK_DISTRIBUTED__COMM__TLS__*`` variables) are used.
+    tls_ca_file, tls_cert, tls_key : str, optional
+        Instead of ``security``: the CA file, this client's certificate and its key
+        (PEM). They make a ``Security`` that requires encryption.
     timeout : float, default=10
         Seconds to wait for the scheduler before giving up.
     quiet : bool, default=False
@@ -66,22 +182,30 @@ def connect(address=None, *, scheduler_file=None, security=None, timeout=10.0, q
     -------
     client : distributed.Client
         Also made the client that every later dclust call uses.
+
+    Raises
+    ------
+    ClusterConnectionError
+        The scheduler cannot be reached, refuses the connection (TLS), or the scheduler
+        file is missing.
+    DclustValueError
+        The address, the timeout or the TLS files are not valid.
     """
     global _connected
-    from distributed import Client
+    from distributed import Client, Security
 
-    if address is None and scheduler_file is None:
-        address = os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if scheduler_file is not None:
+        file_address = _read_scheduler_file(scheduler_file)
+        if address is None:
+            address = file_address
+    elif address is None:
+        address = configured_address()
         if not address:
             raise DclustValueError(
                 "connect() needs an address ('tcp://host:8786') or scheduler_file=...; "
                 "neither was given and DASK_SCHEDULER_ADDRESS is not set."
             )
-    if scheduler_file is not None and not os.path.exists(scheduler_file):
-        raise ClusterConnectionError(
-            f"Scheduler file {scheduler_file!r} does not exist. Start the scheduler with "
-            f"`dask scheduler --scheduler-file {scheduler_file}` or pass its address."
-        )
+    address = _check_address(address)
     given_timeout = timeout
     try:
         timeout = float(timeout)
@@ -91,30 +215,58 @@ def connect(address=None, *, scheduler_file=None, security=None, timeout=10.0, q
         raise DclustValueError(
             f"timeout={given_timeout!r} must be a positive number of seconds, for example timeout=10."
         )
-    where = repr(address) if address is not None else f"scheduler file {scheduler_file!r}"
-    try:
-        client = Client(
-            address,
-            scheduler_file=scheduler_file,
-            security=security,
-            timeout=f"{timeout}s",
-            set_as_default=True,
+    tls_files = (tls_ca_file, tls_cert, tls_key)
+    if any(f is not None for f in tls_files):
+        if security is not None:
+            raise DclustValueError(
+                "Pass either security=distributed.Security(...) or the tls_ca_file/tls_cert/"
+                "tls_key files, not both."
+            )
+        security = make_security(*tls_files)
+    if security is not None and not isinstance(security, Security):
+        raise DclustValueError(
+            f"security={security!r} is not a distributed.Security; pass for example "
+            "distributed.Security(tls_ca_file='ca.pem', tls_client_cert='cert.pem', "
+            "tls_client_key='key.pem'), or the tls_ca_file/tls_cert/tls_key files."
         )
+    where = repr(address) if scheduler_file is None else f"{address!r} (from {os.fspath(scheduler_file)!r})"
+    if address.startswith("tls://") and not _has_client_tls(security or Security()):
+        raise ClusterConnectionError(
+            f"The scheduler at {where} requires TLS, but no client certificate was given. Pass "
+            "tls_ca_file=, tls_cert= and tls_key= (CLI: --tls-ca-file, --tls-cert, --tls-key), "
+            "security=distributed.Security(...), or set distributed.comm.tls.ca-file and "
+            "distributed.comm.tls.client.cert/key in the Dask configuration "
+            "(DASK_DISTRIBUTED__COMM__TLS__CA_FILE, ...). See deploy/tls/README.md."
+        )
+    tls_hint = (
+        " If the scheduler requires TLS, connect to its tls:// address with certificates."
+        if not address.startswith("tls://") else
+        " Check that the client certificate is signed by a CA the scheduler trusts and that "
+        "tls_ca_file holds the CA that signed the scheduler's certificate."
+    )
+    try:
+        client = Client(address, security=security, timeout=f"{timeout}s", set_as_default=True)
     except (OSError, TimeoutError) as e:
         raise ClusterConnectionError(
-            f"Cannot reach the Dask scheduler at {where} within {timeout:g} s ({e}). "
-            "Check that `dask scheduler` is running there and that host and port are right."
+            f"Cannot reach the Dask scheduler at {where} within {timeout:g} s "
+            f"({type(e).__name__}: {_one_line(e)}). Check that `dask scheduler` is running there "
+            f"and that host and port are right.{tls_hint}"
         ) from None
-    except ValueError as e:
+    except (ValueError, TypeError, RuntimeError) as e:
         raise ClusterConnectionError(
-            f"Cannot connect to the Dask scheduler at {where}: {e}. Pass an address such as "
-            "'tcp://host:8786' or the scheduler file written by `dask scheduler --scheduler-file`."
+            f"Cannot connect to the Dask scheduler at {where}: {_one_line(e)}. Pass an address "
+            "such as 'tcp://host:8786' or 'tls://host:8786' (with certificates), or the scheduler "
+            f"file written by `dask scheduler --scheduler-file`.{tls_hint}"
         ) from None
     with _lock:
         _connected = client
     if not quiet:
         _say(f"connected to {client.scheduler.address}; dashboard: {client.dashboard_link}")
     return client
+
+
+def _one_line(e) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _usable(client) -> bool:
@@ -136,8 +288,9 @@ def get_client(*, quiet=False):
             current = None
         if _usable(current):
             return current
-        if os.environ.get("DASK_SCHEDULER_ADDRESS"):
-            return connect(os.environ["DASK_SCHEDULER_ADDRESS"], quiet=quiet)
+        address = configured_address()
+        if address:
+            return connect(address, quiet=quiet)
         if _embedded is not None and _usable(_embedded[1]):
             return _embedded[1]
         workers, threads = local_cluster_layout()

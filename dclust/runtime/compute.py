@@ -7,6 +7,7 @@ import itertools
 import dask.array as da
 import numpy as np
 
+from ..exceptions import ClusterConnectionError
 from .client import get_client
 
 __all__ = ["compute_graph", "compute_count", "cache_array", "scatter_array", "worker_memory"]
@@ -21,11 +22,63 @@ def compute_count() -> int:
 
 
 def compute_graph(graph, key):
-    """Compute ``key`` of ``graph`` on the cluster and return its value (one submission)."""
+    """Compute ``key`` of ``graph`` on the cluster and return its value (one submission).
+
+    Raises
+    ------
+    ClusterConnectionError
+        The connection to the scheduler was lost while the graph ran (the scheduler
+        stopped, or the network between it and this client failed). Distributed cancels
+        the client's futures when that happens; this turns that into an error that says
+        so, instead of a bare ``CancelledError`` or a wait for results that never come.
+    """
     global _count
     client = get_client()
     _count += 1
-    return client.get(graph, key, sync=True)
+    try:
+        return client.get(graph, key, sync=True)
+    except BaseException as e:
+        lost = _connection_lost(client, e)
+        if lost is None:
+            raise
+        raise ClusterConnectionError(lost) from None
+
+
+def _scheduler_address(client) -> str:
+    try:
+        return str(client.scheduler.address)
+    except Exception:  # pragma: no cover - a client that never connected
+        return "?"
+
+
+def _connection_lost(client, exc):
+    """The message for ``exc`` if it means the scheduler connection was lost, else ``None``."""
+    from concurrent.futures import CancelledError
+
+    from distributed.client import ClosedClientError
+    from distributed.comm import CommClosedError
+
+    from ..exceptions import DclustError
+
+    if isinstance(exc, DclustError):
+        return None  # raised by dclust's own code inside a task: already says what is wrong
+    reason = getattr(exc, "reason", None)
+    status = getattr(client, "status", "closed")
+    lost = (
+        (isinstance(exc, CancelledError)
+         and (reason == "scheduler-connection-lost" or status != "running"))
+        or isinstance(exc, ClosedClientError)
+        or (isinstance(exc, (CommClosedError, OSError, TimeoutError)) and status != "running")
+    )
+    if not lost:
+        return None
+    return (
+        f"Lost the connection to the Dask scheduler at {_scheduler_address(client)!r} while a "
+        f"pass was running (client status {status!r}: {type(exc).__name__}). The scheduler "
+        "stopped or the network between it and this machine failed; the results of this pass "
+        "are lost and outputs being written were not moved into place. Check the scheduler "
+        "(its log, `dask scheduler` still running, the network), then run the fit again."
+    )
 
 
 def worker_memory(client=None) -> int:

@@ -35,6 +35,25 @@ class ProcessCluster:
     scheduler: subprocess.Popen
     workers: list = field(default_factory=list)
     log_dir: str = ""
+    tls: dict | None = None
+
+    def security(self):
+        """A ``distributed.Security`` for a client of this cluster (``None`` without TLS).
+
+        It uses the cluster's own certificate, which is valid as a client certificate.
+        """
+        if self.tls is None:
+            return None
+        from distributed import Security
+
+        return Security(tls_ca_file=self.tls["ca_file"], tls_client_cert=self.tls["cert"],
+                        tls_client_key=self.tls["key"], require_encryption=True)
+
+    def kill_scheduler(self, sig=signal.SIGKILL) -> int:
+        """Kill the scheduler process (SIGKILL by default) and return its pid."""
+        os.kill(self.scheduler.pid, sig)
+        self.scheduler.wait(timeout=30)
+        return self.scheduler.pid
 
     def worker_pids(self) -> list:
         return [p.pid for p in self.workers if p.poll() is None]
@@ -68,7 +87,7 @@ class ProcessCluster:
 
 def process_cluster(n_workers=3, *, nthreads=1, memory_limit="1GiB", directory=None,
                     scheduler_args=(), worker_args=(), env=None, timeout=60.0,
-                    protocol="tcp") -> ProcessCluster:
+                    protocol="tcp", tls=None) -> ProcessCluster:
     """Start ``dask scheduler`` and ``n_workers`` ``dask worker`` processes on 127.0.0.1.
 
     Parameters
@@ -87,6 +106,13 @@ def process_cluster(n_workers=3, *, nthreads=1, memory_limit="1GiB", directory=N
     timeout : float, default=60
         Seconds to wait for the scheduler file and for every worker to register.
     protocol : {"tcp", "tls"}
+        ``"tls"`` is implied by ``tls``.
+    tls : dict, optional
+        ``{"ca_file": ..., "cert": ..., "key": ...}`` (PEM files; see
+        ``deploy/tls/make_certs.py``): the scheduler and the workers listen on ``tls://``
+        only, present this certificate, trust only this CA, and require encryption on
+        every connection (``distributed.comm.require-encryption``), so a client without a
+        certificate signed by the CA is refused.
 
     Returns
     -------
@@ -100,13 +126,23 @@ def process_cluster(n_workers=3, *, nthreads=1, memory_limit="1GiB", directory=N
     dask = _dask_command()
     env = dict(os.environ if env is None else env)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if tls is not None:
+        protocol = "tls"
+        missing = [k for k in ("ca_file", "cert", "key") if not tls.get(k)]
+        if missing:
+            raise ValueError(f"tls={tls!r} lacks {missing}; give ca_file, cert and key.")
+        tls_args = ["--tls-ca-file", tls["ca_file"], "--tls-cert", tls["cert"],
+                    "--tls-key", tls["key"]]
+        scheduler_args = [*tls_args, *scheduler_args]
+        worker_args = [*tls_args, *worker_args]
+        env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] = "True"
     sched = subprocess.Popen(
         [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--protocol", protocol,
          "--scheduler-file", sched_file, "--no-dashboard", *scheduler_args],
         stdout=open(os.path.join(log_dir, "scheduler.log"), "w"), stderr=subprocess.STDOUT,
         env=env,
     )
-    cluster = ProcessCluster("", sched_file, sched, [], log_dir)
+    cluster = ProcessCluster("", sched_file, sched, [], log_dir, tls=dict(tls) if tls else None)
     try:
         deadline = time.monotonic() + timeout
         while True:
