@@ -19,7 +19,7 @@ import numpy as np
 
 from .._version import __version__
 from ..exceptions import ModelFormatError, StorageError
-from .paths import atomic_output, is_url, local_path
+from .paths import atomic_output, is_url, local_path, redact
 
 __all__ = ["save_model", "read_model", "FORMAT_VERSION"]
 
@@ -129,7 +129,9 @@ def read_model(path, *, storage_options=None):
             "written by est.save(path)."
         ) from None
     except PermissionError as e:
-        raise StorageError(f"Cannot read the model file {shown}: {e}.") from None
+        raise StorageError(
+            f"Cannot read the model file {shown}: {redact(e, storage_options)}."
+        ) from None
     except IsADirectoryError:
         raise ModelFormatError(_folder_msg(shown)) from None
     not_model = ModelFormatError(

@@ -12,7 +12,58 @@ import os
 import shutil
 import uuid
 
-__all__ = ["is_url", "local_path", "atomic_output", "exists", "make_store"]
+__all__ = ["is_url", "local_path", "atomic_output", "exists", "make_store", "redact", "secret_values"]
+
+# Storage-option keys and environment variables whose values are credentials.
+_SECRET_WORDS = ("secret", "token", "password", "passwd", "credential", "key", "sas",
+                 "signature", "auth")
+_NOT_SECRET = ("anon", "use_ssl", "endpoint_url", "region_name", "default_block_size")
+_MIN_SECRET_LEN = 4  # shorter values would blot out ordinary text
+
+
+def _secret_key(name) -> bool:
+    name = str(name).lower()
+    return name not in _NOT_SECRET and any(w in name for w in _SECRET_WORDS)
+
+
+def secret_values(storage_options=None, environ=None) -> set:
+    """Credential strings that must not be shown: storage options and environment.
+
+    Values of storage options (nested dicts included, such as ``client_kwargs``) whose
+    key names a credential (``key``, ``secret``, ``token``, ``password``, ...), and of
+    environment variables such as ``AWS_SECRET_ACCESS_KEY`` or ``AZURE_STORAGE_SAS_TOKEN``.
+    """
+    found = set()
+
+    def walk(d):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v)
+            elif isinstance(v, str) and _secret_key(k) and len(v) >= _MIN_SECRET_LEN:
+                found.add(v)
+
+    if isinstance(storage_options, dict):
+        walk(storage_options)
+    env = os.environ if environ is None else environ
+    for name, value in env.items():
+        upper = name.upper()
+        if (upper.startswith(("AWS_", "AZURE_", "GOOGLE_", "GCS_", "GCP_", "FSSPEC_"))
+                and _secret_key(name) and "FILE" not in upper and len(value) >= _MIN_SECRET_LEN):
+            found.add(value)
+    return found
+
+
+def redact(text, storage_options=None) -> str:
+    """``text`` with every credential from ``storage_options`` or the environment masked.
+
+    Error messages and logs pass through this before they are shown, so that a secret
+    given as a storage option or in ``AWS_SECRET_ACCESS_KEY`` is never printed, even when
+    a storage library repeats it in an error.
+    """
+    text = str(text)
+    for secret in sorted(secret_values(storage_options), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def is_url(path) -> bool:
@@ -92,7 +143,9 @@ def atomic_output(path, *, storage_options=None, overwrite=True):
                     fs.mv(old, root, recursive=True)
             with contextlib.suppress(Exception):
                 fs.rm(tmp_root, recursive=True)
-            raise StorageError(f"Cannot move the new output into place at {path!r}: {e}") from e
+            raise StorageError(
+                f"Cannot move the new output into place at {path!r}: {redact(e, storage_options)}"
+            ) from None
         if old is not None:
             with contextlib.suppress(Exception):
                 fs.rm(old, recursive=True)

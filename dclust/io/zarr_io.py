@@ -10,7 +10,7 @@ import dask.array as da
 import numpy as np
 
 from ..exceptions import DclustValueError, StorageError
-from .paths import atomic_output, is_url, local_path, make_store
+from .paths import atomic_output, is_url, local_path, make_store, redact
 
 __all__ = ["open_array", "from_zarr_array", "write_array", "auto_row_chunk", "ChunkReader"]
 
@@ -227,7 +227,8 @@ def open_array(path_or_url, *, storage_options=None, chunks="auto"):
         raise
     except Exception as e:
         raise StorageError(
-            f"Cannot open {shown} as a Zarr array ({type(e).__name__}: {e}). Check that it is a "
+            f"Cannot open {shown} as a Zarr array ({type(e).__name__}: "
+            f"{redact(e, storage_options)}). Check that it is a "
             "complete Zarr v2 or v3 array."
         ) from None
     if is_url(path) and path.startswith("memory://"):
