@@ -136,6 +136,19 @@ def test_clara_refinement_never_increases_the_loss(blobs10):
     assert res.loss == min(res.losses)
 
 
+def test_swaps_repair_a_bad_clara_start(blobs10):
+    X, _ = blobs10
+    full = kmedoids.fasterpam(cdist(X, X), 10, init="build", n_cpu=1).loss
+    # One sample of 12 rows: CLARA alone misses blobs; moves within clusters cannot fix
+    # that, swaps can.
+    km = _fit(da.from_array(X, chunks=(600, 5)), 10, n_sampling=12, n_sampling_iter=1,
+              random_state=0)
+    assert km.clara_inertia_ > 1.3 * full
+    assert km.inertia_ <= 1.01 * full, (km.inertia_, full)
+    np.testing.assert_allclose(km.inertia_, _brute_loss(X, km.medoid_indices_, "euclidean"),
+                               rtol=1e-9)
+
+
 def test_labels_predict_transform_score(blobs10):
     X, _ = blobs10
     Xd = da.from_array(X, chunks=(700, 5))
@@ -250,6 +263,30 @@ def test_refine_statistics_against_brute_force(blobs10):
     # A chunk of no rows gives the identity.
     empty = medoid_refine_partial(X[:0], X[rows], rows, X[cand_rows], ok, "manhattan")
     assert empty["loss"] == 0 and not empty["size"].any() and (empty["near"]["row"] == -1).all()
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "manhattan"])
+def test_swap_gains_against_brute_force(blobs10, metric):
+    X, _ = blobs10
+    X = X[:700]
+    rng = np.random.default_rng(2)
+    rows = rng.choice(len(X), 5, replace=False)
+    cand_rows = rng.choice(np.setdiff1d(np.arange(len(X)), rows), 7, replace=False)
+    ok = np.zeros((5, 1), bool)
+    parts = [medoid_refine_partial(X[s:s + 250], X[rows], rows, np.zeros((5, 1, 5)), ok, metric,
+                                   swap_candidates=X[cand_rows], n_swap=4, row_offset=s, block_id=b)
+             for b, s in enumerate(range(0, 700, 250))]
+    shared = sum(p["swap_shared"] for p in parts)
+    accum = sum(p["swap_accum"] for p in parts)
+    base = _brute_loss(X, rows, metric)
+    for i in range(5):
+        for j in range(7):
+            swapped = rows.copy()
+            swapped[i] = cand_rows[j]
+            want = _brute_loss(X, swapped, metric) - base
+            np.testing.assert_allclose(shared[j] + accum[i, j], want, rtol=1e-9, atol=1e-9 * base)
+    nxt = per_cluster_top_combine([p["swap_next"] for p in parts], 4)
+    assert (nxt["row"] >= 0).all() and not np.isin(nxt["row"], rows).any()
 
 
 def test_per_cluster_top_combine_is_associative(rng):

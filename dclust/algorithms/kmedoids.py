@@ -22,8 +22,16 @@ matrix does not fit the memory budget (:func:`memory_budget`).
    the smallest ``S`` when that is smaller than its own sum. Since reassigning rows to the
    nearest new medoid cannot cost more, the loss never increases; the pass also returns the
    next candidates per cluster (the members nearest their medoid and a random sample of
-   members). It stops after a pass in which no medoid moves (that pass's loss is the
-   final loss) or after ``max_iter`` passes.
+   members, of which the most central are kept).
+5. Moving medoids within their clusters cannot repair a structural error (two medoids in
+   one blob, none in another). Passes whose candidates are fresh (the previous pass moved
+   nothing, so this one may be the last) also sum FastPAM1's swap gains over all rows for
+   ``n_swap`` global candidates (rows drawn with probability proportional to their
+   distance to their medoid): replacing medoid ``i`` by candidate ``j`` changes the loss
+   by exactly ``shared[j] + accum[i, j]``. When no medoid moves, the best improving swap
+   is made. Refinement stops after a pass with fresh candidates in which neither a move
+   nor a swap lowers the loss (that pass's loss is the final loss), or after
+   ``max_iter`` passes.
 """
 
 from __future__ import annotations
@@ -60,11 +68,15 @@ __all__ = [
     "refine_aggregation",
     "N_NEAR",
     "N_RANDOM",
+    "N_SWAP",
 ]
 
 # Candidates per cluster carried from one refinement pass to the next.
 N_NEAR = 16
 N_RANDOM = 16
+# Swap candidates (rows drawn in proportion to their distance to their medoid) scored
+# against every medoid in the passes that may be the last.
+N_SWAP = 32
 # Members sampled per cluster each pass, of which the N_RANDOM most central become candidates.
 RANDOM_POOL = 4
 # A medoid moves only when a candidate improves its cluster's sum by more than this
@@ -230,40 +242,50 @@ def _like(X, A):
 
 
 class _RefineChunk:
-    def __init__(self, metric, n_near, n_random, seed, iteration):
+    def __init__(self, metric, n_near, n_random, seed, iteration, n_swap):
         self.metric, self.n_near, self.n_random = metric, n_near, n_random
-        self.seed, self.iteration = seed, iteration
+        self.seed, self.iteration, self.n_swap = seed, iteration, n_swap
 
-    def __call__(self, X, w, ctx, medoids, medoid_rows, candidates, candidate_ok):
+    def __call__(self, X, w, ctx, medoids, medoid_rows, candidates, candidate_ok, swap_candidates):
         if w is not None:  # pragma: no cover
             raise NotImplementedError("k-medoids does not take sample weights")
         return medoid_refine_partial(
             X, _like(X, medoids), medoid_rows, _like(X, candidates), candidate_ok, self.metric,
             n_near=self.n_near, n_random=self.n_random, seed=self.seed, iteration=self.iteration,
             block_id=ctx.block_id, row_offset=ctx.row_offset,
+            swap_candidates=None if swap_candidates is None else _like(X, swap_candidates),
+            n_swap=self.n_swap,
         )
 
 
 class _RefineCombine:
-    def __init__(self, n_near, n_random):
-        self.n_near, self.n_random = n_near, n_random
+    def __init__(self, n_near, n_random, n_swap):
+        self.n_near, self.n_random, self.n_swap = n_near, n_random, n_swap
 
     def __call__(self, parts):
-        out = sum_combine(parts, ("loss", "size", "own", "cand_sum"))
+        keys = ("loss", "size", "own", "cand_sum")
+        if "swap_shared" in parts[0]:
+            keys += ("swap_shared", "swap_accum")
+        out = sum_combine(parts, keys)
         out["near"] = per_cluster_top_combine([p["near"] for p in parts], self.n_near)
         out["random"] = per_cluster_top_combine([p["random"] for p in parts], self.n_random)
+        if self.n_swap:
+            out["swap_next"] = per_cluster_top_combine([p["swap_next"] for p in parts], self.n_swap)
         return out
 
 
 def refine_aggregation(medoids, medoid_rows, candidates, candidate_ok, metric, *, seed, iteration,
-                       n_near=N_NEAR, n_random=N_RANDOM):
+                       n_near=N_NEAR, n_random=N_RANDOM, swap_candidates=None, n_swap=0):
     """One refinement pass's statistics (see :func:`dclust.kernels.medoids.medoid_refine_partial`)."""
+    if swap_candidates is not None:
+        swap_candidates = np.ascontiguousarray(swap_candidates, dtype=np.float64)
     return Aggregation(
-        "kmedoids-refine", _RefineChunk(metric, n_near, n_random, seed, iteration),
-        _RefineCombine(n_near, n_random),
+        "kmedoids-refine", _RefineChunk(metric, n_near, n_random, seed, iteration, n_swap),
+        _RefineCombine(n_near, n_random, n_swap),
     ).bind(
         np.ascontiguousarray(medoids, dtype=np.float64), np.asarray(medoid_rows, dtype=np.int64),
         np.ascontiguousarray(candidates, dtype=np.float64), np.asarray(candidate_ok, dtype=bool),
+        swap_candidates,
     )
 
 
@@ -317,7 +339,7 @@ def _pool_candidates(pool_x, pool_rows, medoids, medoid_rows, metric, seed, n_ne
 
 def clara_fit(X, n_clusters, *, metric="euclidean", n_sampling=None, n_sampling_iter=5,
               max_iter=100, refine=True, seed=0, split_every=None, progress=None,
-              n_near=N_NEAR, n_random=N_RANDOM):
+              n_near=N_NEAR, n_random=N_RANDOM, n_swap=N_SWAP):
     """FastCLARA over a row-chunked dask array, then refinement passes on the full data.
 
     Parameters
@@ -333,6 +355,9 @@ def clara_fit(X, n_clusters, *, metric="euclidean", n_sampling=None, n_sampling_
         FasterPAM iterations per sample, and refinement passes.
     refine : bool, default=True
         Run the refinement passes (``False``: CLARA alone).
+    n_near, n_random, n_swap : int
+        Candidates per cluster near the medoid and central in a random sample; global
+        swap candidates (0: no swaps).
     seed : int
     split_every : int, optional
     progress : Progress, optional
@@ -397,11 +422,17 @@ def clara_fit(X, n_clusters, *, metric="euclidean", n_sampling=None, n_sampling_
     if refine:
         cand, cand_rows, ok = _pool_candidates(pool_x, pool_rows, medoids, medoid_rows, metric, seed,
                                                n_near, n_random)
+        swap_x, swap_rows = _pool_swap_candidates(pool_x, pool_rows, medoids, medoid_rows, metric,
+                                                  seed, n_swap)
         del pool_x
-        moved, fresh = False, True
+        moved, fresh, n_swaps = False, True, 0
         for it in range(max_iter):
+            # Swap gains are summed only in passes that may be the last (fresh candidates):
+            # medoids that are still moving would make them stale anyway.
+            use_swaps = fresh and swap_x.shape[0] > 0
             agg = refine_aggregation(medoids, medoid_rows, cand, ok, metric, seed=seed, iteration=it,
-                                     n_near=n_near, n_random=RANDOM_POOL * n_random)
+                                     n_near=n_near, n_random=RANDOM_POOL * n_random,
+                                     swap_candidates=swap_x if use_swaps else None, n_swap=n_swap)
             res = run_pass(X, {"refine": agg}, split_every=split_every, name="kmedoids-refine")["refine"]
             n_passes += 1
             n_iter = it + 1
@@ -410,7 +441,14 @@ def clara_fit(X, n_clusters, *, metric="euclidean", n_sampling=None, n_sampling_
             if pass_loss < best[0]:
                 best = (pass_loss, medoids, medoid_rows)
             new_rows, new_x, n_moved = _move(medoids, medoid_rows, res, cand, cand_rows, ok)
-            progress.update("refine", n_iter, loss=pass_loss, moved=n_moved)
+            swapped = None
+            if not n_moved and use_swaps:
+                swapped = _best_swap(res, swap_rows, pass_loss)
+                if swapped is not None:
+                    i, j = swapped
+                    new_rows[i], new_x[i] = swap_rows[j], swap_x[j]
+                    n_moved, n_swaps = 1, n_swaps + 1
+            progress.update("refine", n_iter, loss=pass_loss, moved=n_moved, swaps=n_swaps)
             moved = n_moved > 0
             if not moved and fresh:
                 converged = True
@@ -422,6 +460,10 @@ def clara_fit(X, n_clusters, *, metric="euclidean", n_sampling=None, n_sampling_
             central = _most_central(res["random"], n_random, metric)
             cand, cand_rows, ok = _candidates([res["near"], central], medoid_rows, k,
                                               n_near + n_random, d)
+            if swapped is not None:
+                ok[swapped[0]] = False  # they surround the medoid that was swapped out
+            if n_swap:
+                swap_x, swap_rows = _swap_pool(res["swap_next"], medoid_rows)
         if moved:
             # max_iter reached right after a move: score the last medoids (one more pass).
             cost = float(run_pass(X, {"cost": cost_aggregation([medoids], metric)},
@@ -436,6 +478,39 @@ def clara_fit(X, n_clusters, *, metric="euclidean", n_sampling=None, n_sampling_
         n_passes=n_passes, clara_loss=clara_loss, losses=losses,
         timings={"clara": t_clara, "total": time.perf_counter() - t0},
     )
+
+
+def _swap_pool(group, medoid_rows):
+    """Swap candidates (coordinates, rows) from a one-group top dict, without medoids."""
+    rows = group["row"][0]
+    keep = (rows >= 0) & ~np.isin(rows, medoid_rows)
+    return np.ascontiguousarray(group["x"][0][keep]), rows[keep]
+
+
+def _pool_swap_candidates(pool_x, pool_rows, medoids, medoid_rows, metric, seed, n_swap):
+    """First swap candidates: pool rows drawn with probability proportional to their
+    dissimilarity to the nearest medoid (A-Res keys)."""
+    if not n_swap:
+        return np.zeros((0, medoids.shape[1])), np.zeros(0, np.int64)
+    dn = pairwise_distances(pool_x, medoids, metric).min(axis=1)
+    u = np.random.default_rng([seed, 31]).random(dn.shape[0])
+    with np.errstate(divide="ignore"):
+        key = np.where(dn > 0, np.log(np.maximum(u, np.finfo(float).tiny)) / dn, -np.inf)
+    key[np.isin(pool_rows, medoid_rows)] = -np.inf
+    top = per_cluster_top(np.zeros(dn.shape[0], np.int64), key, pool_rows, pool_x, 1, n_swap)
+    top["row"][0][~np.isfinite(top["key"][0])] = -1
+    return _swap_pool(top, medoid_rows)
+
+
+def _best_swap(res, swap_rows, loss):
+    """``(medoid, candidate)`` of the swap that lowers the loss most, or None."""
+    if "swap_shared" not in res or not swap_rows.shape[0]:
+        return None
+    delta = res["swap_shared"][None, :] + res["swap_accum"]  # (k, c)
+    i, j = np.unravel_index(int(np.argmin(delta)), delta.shape)
+    if delta[i, j] < -_REL_GAIN * max(loss, np.finfo(float).tiny):
+        return int(i), int(j)
+    return None
 
 
 def _most_central(group, size, metric):

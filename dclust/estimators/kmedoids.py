@@ -81,8 +81,10 @@ class KMedoids(ClusterMixin, TransformerMixin, DclustEstimator):
     pass and the best kept. Refinement passes then move every medoid to the candidate
     that minimises the sum of dissimilarities from its cluster's members, summed over all
     rows; candidates are the members nearest the medoid and the most central of a random
-    sample of members. The loss never increases; refinement stops after a pass in which
-    no medoid moves.
+    sample of members. When no medoid moves, FastPAM1 swap gains summed over all rows
+    replace a medoid by a row elsewhere (repairing two medoids in one cluster and none in
+    another). The loss never increases; refinement stops after a pass in which neither a
+    move nor a swap lowers it.
 
     ``method="fasterpam"`` runs FasterPAM (the ``kmedoids`` package) on the full
     ``n x n`` dissimilarity matrix on this machine, when that matrix fits the memory

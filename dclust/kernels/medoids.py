@@ -42,18 +42,28 @@ def _tile(m):
     return int(max(256, _TILE_ELEMENTS // max(1, m)))
 
 
-def _assign_xp(xp, X, M, metric):
+def _assign_xp(xp, X, M, metric, second=False):
+    """Nearest medoid and its distance (and, with ``second``, the second-nearest distance)."""
     n = X.shape[0]
-    tile = _tile(M.shape[0])
-    labs, dists = [], []
+    k = M.shape[0]
+    tile = _tile(k)
+    labs, dists, seconds = [], [], []
     for s in range(0, n, tile):
         D = pairwise_distances(X[s : min(s + tile, n), ...], M, metric)
         lab = xp.argmin(D, axis=1)
         labs.append(to_numpy(lab).astype(np.int64))
         dists.append(to_numpy(xp.min(D, axis=1)))
+        if second:
+            if k < 2:
+                seconds.append(np.full(dists[-1].shape[0], np.inf))
+            else:
+                Dn = np.array(to_numpy(D), dtype=np.float64, copy=True)
+                seconds.append(np.partition(Dn, 1, axis=1)[:, 1])
     if not labs:
-        return np.zeros(0, np.int64), np.zeros(0)
-    return np.concatenate(labs), np.concatenate(dists)
+        empty = (np.zeros(0, np.int64), np.zeros(0))
+        return empty + (np.zeros(0),) if second else empty
+    out = (np.concatenate(labs), np.concatenate(dists))
+    return out + (np.concatenate(seconds),) if second else out
 
 
 def medoid_assign(X, medoids, metric="euclidean"):
@@ -159,7 +169,8 @@ def per_cluster_top_combine(parts, size):
 
 
 def medoid_refine_partial(X, medoids, medoid_rows, candidates, candidate_ok, metric="euclidean", *,
-                          n_near=16, n_random=16, seed=0, iteration=0, block_id=0, row_offset=0):
+                          n_near=16, n_random=16, seed=0, iteration=0, block_id=0, row_offset=0,
+                          swap_candidates=None, n_swap=0):
     """Statistics of one refinement pass over one chunk.
 
     Parameters
@@ -179,6 +190,12 @@ def medoid_refine_partial(X, medoids, medoid_rows, candidates, candidate_ok, met
         uniform sample of members (keys drawn from ``refine_rng(seed, iteration, block_id)``).
     row_offset : int
         Global row number of the chunk's first row.
+    swap_candidates : array of shape (n_swap_candidates, n_features), optional
+        Rows to score as replacements of *any* medoid (FastPAM1 swap gains).
+    n_swap : int, default=0
+        Next swap candidates to return: a sample of rows drawn with probability
+        proportional to their dissimilarity to their medoid (A-Res keys), so that
+        under-served regions get candidates.
 
     Returns
     -------
@@ -186,13 +203,23 @@ def medoid_refine_partial(X, medoids, medoid_rows, candidates, candidate_ok, met
         ``loss`` (0-d), ``size`` (k,) members per cluster, ``own`` (k,) the sum of the
         members' dissimilarities to their medoid, ``cand_sum`` (k, n_candidates) the sum
         of the members' dissimilarities to each candidate (0 for empty slots), and the
-        next candidates ``near`` and ``random`` (:func:`per_cluster_top` dicts).
+        next candidates ``near`` and ``random`` (:func:`per_cluster_top` dicts). With
+        swap candidates, ``swap_shared`` (c,) and ``swap_accum`` (k, c): the change of
+        the loss when medoid ``i`` is replaced by candidate ``j`` is
+        ``swap_shared[j] + swap_accum[i, j]`` (Schubert & Rousseeuw's FastPAM1 split into
+        sums over rows: ``min(d_oj - dn_o, 0)`` for every row ``o``, plus, over the
+        members of ``i``, what they lose beyond that when ``i`` goes). With ``n_swap``,
+        ``swap_next`` (a :func:`per_cluster_top` dict of one group).
     """
     xp = array_namespace(X, medoids)
     n, d = X.shape
     k = medoids.shape[0]
     ok = np.asarray(candidate_ok, dtype=bool)
-    labels, dist = _assign_xp(xp, X, medoids, metric)
+    with_swaps = swap_candidates is not None
+    if with_swaps:
+        labels, dist, dist2 = _assign_xp(xp, X, medoids, metric, second=True)
+    else:
+        labels, dist = _assign_xp(xp, X, medoids, metric)
     size = np.bincount(labels, minlength=k).astype(np.int64)
     own = np.bincount(labels, weights=dist, minlength=k)
     cand_sum = np.zeros(ok.shape)
@@ -222,7 +249,47 @@ def medoid_refine_partial(X, medoids, medoid_rows, candidates, candidate_ok, met
     out = {"loss": np.asarray(float(np.sum(dist))), "size": size, "own": own, "cand_sum": cand_sum}
     for name, sel, m in (("near", near_sel, n_near), ("random", rand_sel, n_random)):
         out[name] = per_cluster_top(lab_e[sel], keys[name][sel], rows_e[sel], x_p[pos[name]], k, m)
+    if with_swaps:
+        out["swap_shared"], out["swap_accum"] = _swap_sums(xp, X, labels, dist, dist2,
+                                                           swap_candidates, k, metric)
+    if n_swap:
+        # A-Res with weight dn: log(u) / dn, largest keys win; rows at distance 0 never.
+        u2 = refine_rng(seed, iteration, block_id + (1 << 40)).random(n)[eligible]
+        dn = dist[eligible]
+        with np.errstate(divide="ignore"):
+            key = np.where(dn > 0, np.log(np.maximum(u2, np.finfo(float).tiny)) / dn, -np.inf)
+        zeros = np.zeros(eligible.shape[0], np.int64)
+        sel = _preselect(zeros, key, 1, n_swap)
+        xs = np.asarray(to_numpy(xp.take(X, xp.asarray(eligible[sel]), axis=0)), dtype=np.float64)
+        out["swap_next"] = per_cluster_top(zeros[sel], key[sel], rows_e[sel],
+                                           xs.reshape(sel.shape[0], d), 1, n_swap)
     return out
+
+
+def _swap_sums(xp, X, labels, dn, ds, cand, k, metric):
+    """FastPAM1's swap gains of every (medoid, candidate) pair, as sums over this chunk's rows."""
+    n = X.shape[0]
+    c = cand.shape[0]
+    shared = np.zeros(c)
+    accum = np.zeros((k, c))
+    if not n or not c:
+        return shared, accum
+    tile = _tile(c)
+    for s in range(0, n, tile):
+        e = min(s + tile, n)
+        Dc = np.asarray(to_numpy(pairwise_distances(X[s:e, ...], cand, metric)), dtype=np.float64)
+        dno = dn[s:e, None]
+        dso = ds[s:e, None]
+        shared += np.minimum(Dc - dno, 0.0).sum(axis=0)
+        # Members of medoid i when i is removed: to the candidate if nearer than their
+        # second medoid, else to the second; minus what the shared term already counted.
+        h = np.where(Dc < dno, 0.0, np.minimum(Dc, dso) - dno)
+        lab = labels[s:e]
+        order = np.argsort(lab, kind="stable")
+        ls = lab[order]
+        starts = np.flatnonzero(np.r_[True, ls[1:] != ls[:-1]])
+        accum[ls[starts]] += np.add.reduceat(h[order], starts, axis=0)
+    return shared, accum
 
 
 def _preselect(labels, key, k, size):
