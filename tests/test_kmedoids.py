@@ -422,6 +422,10 @@ def test_cli_fit_kmedoids(tmp_path, capsys):
 
     got = zarr.open_array(labels, mode="r")[:]
     np.testing.assert_array_equal(got, km.predict(X.astype(np.float32)))
+    # `dclust predict` knows the model too.
+    labels2 = str(tmp_path / "labels2.zarr")
+    assert main(["predict", str(model), data, "--labels", labels2, "-q"]) == 0, capsys.readouterr()
+    np.testing.assert_array_equal(zarr.open_array(labels2, mode="r")[:], got)
     status = main(["fit", "kmedoids", data, "-k", "3", "--metric", "minkowski", "--model",
                    str(tmp_path / "m2.npz")])
     assert status == 2
