@@ -152,3 +152,27 @@ def test_workers_killed_mid_fit_and_cluster_sizes_give_identical_centres(tmp_pat
         if client is not None:
             client.close()
         cluster.close()
+
+
+# ---- a fit over data four times the workers' memory ----------------------------------
+
+def _bench():
+    import importlib.util
+
+    here = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "bench_outofcore.py")
+    spec = importlib.util.spec_from_file_location("bench_outofcore", here)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fit_larger_than_memory(tmp_path):
+    """2 workers x 400 MiB, a 3.4 GB Zarr array, cache="auto": streamed, nobody paused."""
+    res = _bench().run(workers=2, memory_limit="400MiB", ratio=4.05, max_iter=2,
+                       directory=str(tmp_path))
+    assert res["data_bytes"] >= 4 * res["workers"] * res["limit"]
+    assert not res["paused"], res["paused"]
+    assert not res["restarted"]
+    assert not res["trouble"], res["logs"][-4000:]
+    assert all(v < 0.8 * res["limit"] for v in res["peak"].values()), res["peak"]
+    assert np.isfinite(res["centers"]).all() and np.isfinite(res["inertia"])
