@@ -42,6 +42,13 @@ def _jsonable(v):
     return v
 
 
+def _is_storage_options(name) -> bool:
+    # Storage options hold credentials (keys, secrets, tokens): a model file, which is
+    # shared and kept, never records them. Loading gives such a parameter its default
+    # (None); pass storage options again where they are needed.
+    return name == "storage_options" or str(name).endswith("_storage_options")
+
+
 def save_model(path, estimator, params, attributes, arrays, *, storage_options=None, kind="model"):
     """Write a model file atomically.
 
@@ -52,7 +59,8 @@ def save_model(path, estimator, params, attributes, arrays, *, storage_options=N
     estimator : str
         Class name (``"KMeans"``).
     params : dict
-        Constructor parameters (JSON-serialisable).
+        Constructor parameters (JSON-serialisable). A ``storage_options`` parameter is
+        saved as ``None``: credentials are never written into a model file.
     attributes : dict
         Scalar fitted attributes.
     arrays : dict of str to ndarray
@@ -67,7 +75,7 @@ def save_model(path, estimator, params, attributes, arrays, *, storage_options=N
         "kind": kind,
         "estimator": estimator,
         "dclust_version": __version__,
-        "params": {k: _jsonable(v) for k, v in params.items()},
+        "params": {k: _jsonable(None if _is_storage_options(k) else v) for k, v in params.items()},
         "attributes": {k: _jsonable(v) for k, v in attributes.items()},
         "arrays": sorted(arrays),
     }

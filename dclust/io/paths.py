@@ -130,17 +130,22 @@ def atomic_output(path, *, storage_options=None, overwrite=True):
             with contextlib.suppress(Exception):
                 fs.rm(tmp_root, recursive=True)
             raise
+        # The output was written through other filesystem instances (the workers', zarr's
+        # async one): listings this one cached before (by the exists() checks) are stale.
+        with contextlib.suppress(Exception):
+            fs.invalidate_cache()
         # Object stores have no rename: the new version is complete before the old goes.
         old = None
         try:
             if fs.exists(root):
                 old = _sibling(root, "old")
-                fs.mv(root, old, recursive=True)
-            fs.mv(tmp_root, root, recursive=True)
+                _move_tree(fs, root, old)
+            _move_tree(fs, tmp_root, root)
         except Exception as e:
             with contextlib.suppress(Exception):
+                fs.invalidate_cache()
                 if old is not None and not fs.exists(root):
-                    fs.mv(old, root, recursive=True)
+                    _move_tree(fs, old, root)
             with contextlib.suppress(Exception):
                 fs.rm(tmp_root, recursive=True)
             raise StorageError(
@@ -170,6 +175,25 @@ def atomic_output(path, *, storage_options=None, overwrite=True):
     except OSError as e:
         _remove(tmp)
         raise StorageError(f"Cannot move the new output into place at {path!r}: {e}") from e
+
+
+def _move_tree(fs, src: str, dst: str) -> None:
+    """Move the object ``src``, or every object under the prefix ``src``, to ``dst``.
+
+    Object stores have no folders and no rename: this copies object by object, then
+    deletes the originals. (``fs.mv(..., recursive=True)`` also tries to copy the
+    folder's own name, which is not an object, and fails on S3.)
+    """
+    src = src.rstrip("/")
+    dst = dst.rstrip("/")
+    fs.invalidate_cache()
+    files = [f for f in fs.find(src) if f == src or f.startswith(src + "/")]
+    if not files:
+        raise FileNotFoundError(f"nothing to move at {src!r}")
+    fs.copy(files, [dst + f[len(src):] for f in files])
+    fs.rm(files)
+    with contextlib.suppress(Exception):
+        fs.invalidate_cache()
 
 
 def _move_into_place(tmp: str, final: str) -> None:
