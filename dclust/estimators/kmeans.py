@@ -25,7 +25,13 @@ from ..kernels.distances import euclidean_distances
 from ..kernels.lloyd import nearest_center
 from ..reductions.engine import run_pass
 from ..runtime.progress import Progress
-from ..validation import as_dask_rows, check_n_clusters, check_param, check_random_state
+from ..validation import (
+    as_dask_rows,
+    check_n_clusters,
+    check_param,
+    check_random_state,
+    check_sample_weight,
+)
 from .base import DclustEstimator, prepare_fit_data, register
 
 __all__ = ["KMeans"]
@@ -235,11 +241,16 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         init = self.init
         if not isinstance(init, str):
             init = check_init_array(init, k, d)  # before any data is placed on the cluster
-        X_work, w_work, X_source = prepare_fit_data(X_arr, sample_weight, self.cache)
         seed = None if self.random_state is None and self.resume else check_random_state(self.random_state)
         n_init = 1 if not isinstance(init, str) else self.n_init
         progress = Progress(f"KMeans(k={k})", enabled=bool(self.progress))
-        ck, saved, seed = self._open_checkpoint(X_work, w_work, k, init, n_init, seed)
+        if isinstance(X_arr, np.ndarray):  # its chunking is chosen when it is placed
+            X_work, w_work, X_source = prepare_fit_data(X_arr, sample_weight, self.cache)
+            ck, saved, seed = self._open_checkpoint(X_work, w_work, k, init, n_init, seed)
+        else:  # refuse a checkpoint before persisting anything
+            weighted = check_sample_weight(sample_weight, n)
+            ck, saved, seed = self._open_checkpoint(X_arr, weighted, k, init, n_init, seed)
+            X_work, w_work, X_source = prepare_fit_data(X_arr, sample_weight, self.cache)
         best = None
         data_stats = None
         passes = 0
