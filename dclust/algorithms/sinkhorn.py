@@ -50,6 +50,8 @@ from ..kernels.sinkhorn import (
     column_log_sums,
     cost_stats_combine,
     cost_stats_partial,
+    candidates_combine,
+    candidates_partial,
     repair_combine,
     repair_partial,
     sinkhorn_assign_block,
@@ -67,6 +69,7 @@ __all__ = [
     "check_sinkhorn_params",
     "integer_targets",
     "repair_prices",
+    "repair_sizes",
 ]
 
 _MARGINALS = ("balanced", "relaxed", "partial")
@@ -313,8 +316,8 @@ def repair_prices(X, state, caps, *, max_rounds=50, split_every=None, name="sink
         res = run_pass(X, {"r": agg}, split_every=split_every, name=name)["r"]
         counts = res["counts"]
         excess = counts - caps
-        if (excess <= 0).all():
-            return h, counts, r + 1
+        if (excess <= 0).all() or r == max_rounds - 1:
+            return h, counts, r + 1  # the counts are those of the returned prices
         ms = res["margins"]
         for j in np.flatnonzero(excess > 0):
             e = int(excess[j])
@@ -327,7 +330,7 @@ def repair_prices(X, state, caps, *, max_rounds=50, split_every=None, name="sink
                 delta = top + max(abs(top), 1.0) * 1e-9
             h[j] -= delta
         m = int(np.clip(int(excess.max()) + 1, 16, 4096))
-    return h, counts, max_rounds
+    return h, counts, max_rounds  # pragma: no cover (max_rounds >= 1 returns in the loop)
 
 
 # ---- sinkhorn_assign ------------------------------------------------------------------
@@ -617,3 +620,79 @@ def sinkhorn_assign(costs_or_scores, *, a=None, b=None, reg=0.05, marginal="bala
         _weights=w,
         _state=final,
     )
+
+
+class _CandidatesChunk:
+    def __init__(self, st, under, want):
+        self.st, self.under, self.want = st, under, want
+
+    def __call__(self, X, w, ctx):
+        return candidates_partial(X, self.st, self.under, self.want, row_offset=ctx.row_offset)
+
+
+def repair_sizes(X, state, targets, caps=None, *, max_rounds=10, split_every=None,
+                 name="sinkhorn-repair"):
+    """Hard labels whose cluster sizes respect ``caps`` (exactly ``targets`` by default).
+
+    Two stages, each a few passes returning only reduced statistics:
+
+    1. :func:`repair_prices` (at most ``max_rounds`` passes): overfull clusters lower
+       their prices, which moves their cheapest rows to their second choice and shrinks
+       the excess without any per-row state.
+    2. If some cluster is still above its cap, one pass collects, for each overfull
+       cluster ``l`` with ``e_l`` rows too many, its ``2 e_l`` rows with the smallest
+       regret of moving to an underfull cluster (with their regrets towards every
+       underfull cluster), and the client moves exactly ``e_l`` of them, greedily by
+       regret, into clusters that still lack rows. The moves are returned as a short
+       list of ``(row, label)`` overrides.
+
+    Returns
+    -------
+    h : ndarray (k,) prices
+    override_rows, override_labels : int64 arrays (sorted by row)
+    counts : ndarray (k,) final sizes
+    n_passes : int
+    """
+    caps = targets if caps is None else caps
+    h, counts, n_passes = repair_prices(X, state, caps, max_rounds=max_rounds,
+                                        split_every=split_every, name=name)
+    excess = counts - caps
+    no = np.zeros(0, dtype=np.int64)
+    if (excess <= 0).all():
+        return h, no, no, counts, n_passes
+    over = np.maximum(excess, 0)
+    # Where the rows go: clusters below their target (below their cap when caps > targets).
+    room = np.maximum(targets - counts, 0)
+    if room.sum() < over.sum():
+        room = np.maximum(caps - counts, 0)
+    under = np.flatnonzero(room > 0)
+    want = np.minimum(2 * over, np.maximum(counts, 0))
+    st = replace(state, g=h, eps=1.0, virtual=False)
+    agg = Aggregation(name, _CandidatesChunk(st, under, want), candidates_combine(want))
+    cand = run_pass(X, {"c": agg}, split_every=split_every, name=name)["c"]
+    n_passes += 1
+    R = cand["regret"]
+    order = np.argsort(R, axis=None, kind="stable")
+    taken = np.zeros(R.shape[0], dtype=bool)
+    need = over.copy()
+    left = room.copy()
+    rows, labels = [], []
+    for flat in order:
+        i, u = divmod(int(flat), R.shape[1])
+        lab = int(cand["label"][i])
+        tgt = int(under[u])
+        if taken[i] or need[lab] <= 0 or left[tgt] <= 0:
+            continue
+        taken[i] = True
+        need[lab] -= 1
+        left[tgt] -= 1
+        rows.append(int(cand["row"][i]))
+        labels.append(tgt)
+        counts[lab] -= 1
+        counts[tgt] += 1
+        if not need.any():
+            break
+    rows = np.asarray(rows, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    order = np.argsort(rows)
+    return h, rows[order], labels[order], counts, n_passes

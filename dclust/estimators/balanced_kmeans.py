@@ -17,7 +17,7 @@ from ..algorithms.sinkhorn import (
     check_rho,
     check_sinkhorn_params,
     integer_targets,
-    repair_prices,
+    repair_sizes,
     solve_sinkhorn,
 )
 from ..exceptions import ConvergenceWarning, DclustValueError
@@ -32,8 +32,14 @@ __all__ = ["BalancedKMeans"]
 _INITS = ("k-means||", "k-means++", "random")
 
 
-def _labels_block(X, st):
-    return sinkhorn_assign_block(X, st, None, what="labels")
+def _labels_block(X, st, rows=None, labels=None, block_info=None):
+    """Labels under the prices, with the repair's few per-row moves applied."""
+    lab = sinkhorn_assign_block(X, st, None, what="labels")
+    if rows is not None and rows.size:
+        start = block_info[0]["array-location"][0][0] if block_info else 0
+        lo, hi = np.searchsorted(rows, [start, start + X.shape[0]])
+        lab[rows[lo:hi] - start] = labels[lo:hi]
+    return lab
 
 
 def _soft_block(X, st):
@@ -83,9 +89,12 @@ class BalancedKMeans(ClusterMixin, DclustEstimator):
     size_tolerance : float or None, default=None
         ``None``: hard labels are the plan's argmax. A number ``t >= 0``
         (``marginal="balanced"`` only): after the fit, a repair step lowers the prices
-        of overfull clusters until no cluster holds more than ``max(T_j, (1 + t) n b_j)``
-        rows, ``T_j`` the integer targets (largest remainders of ``n b_j``); with ``0``
-        every size is exactly ``T_j``, within 1 of ``n b_j``.
+        of overfull clusters (a reverse auction, one pass per round) and then moves the
+        few rows still in excess, cheapest first, into clusters that lack rows, until no
+        cluster holds more than ``max(T_j, (1 + t) n b_j)`` rows, ``T_j`` the integer
+        targets (largest remainders of ``n b_j``); with ``0`` every size is exactly
+        ``T_j``, within 1 of ``n b_j``. The moves apply to ``labels_`` only;
+        ``predict`` uses the repaired prices.
     init : {"k-means||", "k-means++", "random"} or ndarray, default="k-means||"
     max_iter : int, default=100
         Outer (centre update) iterations.
@@ -270,12 +279,14 @@ class BalancedKMeans(ClusterMixin, DclustEstimator):
         virtual = self.marginal == "partial" and rho < 1
         prices = g.copy()
         n_rounds = 0
+        o_rows = o_labels = None
         if self.size_tolerance is not None:
             T = integer_targets(n, b)
             caps = T if self.size_tolerance == 0 else np.maximum(
                 T, np.floor(n * b * (1 + float(self.size_tolerance))).astype(np.int64))
             st = SinkhornState(kind="points", g=prices[:k], eps=1.0, centers=centers, scale=scale)
-            prices, counts, n_rounds = repair_prices(X_work, st, caps, split_every=self.split_every)
+            prices, o_rows, o_labels, counts, n_rounds = repair_sizes(
+                X_work, st, T, caps, split_every=self.split_every)
             n_passes += n_rounds
             if (counts > caps).any():
                 warnings.warn(
@@ -314,7 +325,7 @@ class BalancedKMeans(ClusterMixin, DclustEstimator):
         self.n_passes_ = int(n_passes)
         self.converged_ = bool(converged)
         self.n_features_in_ = int(d)
-        self.labels_ = self._assign(X_source, "labels")
+        self.labels_ = self._assign(X_source, "labels", o_rows, o_labels)
         return self
 
     # ---- prediction ------------------------------------------------------------------
@@ -339,13 +350,15 @@ class BalancedKMeans(ClusterMixin, DclustEstimator):
             )
         return X
 
-    def _assign(self, X, what):
+    def _assign(self, X, what, rows=None, labels=None):
         st = self._state()
         k = self.cluster_centers_.shape[0]
         if isinstance(X, np.ndarray):
+            if what == "labels":
+                return _labels_block(X, st, rows, labels)
             return sinkhorn_assign_block(X, st, None, what=what)
         if what == "labels":
-            return X.map_blocks(_labels_block, st, drop_axis=1, dtype=np.int32,
+            return X.map_blocks(_labels_block, st, rows, labels, drop_axis=1, dtype=np.int32,
                                 meta=np.empty((0,), np.int32))
         return X.map_blocks(_soft_block, st, chunks=(X.chunks[0], (k,)), dtype=np.float64,
                             meta=np.empty((0, 0), np.float64))

@@ -56,6 +56,8 @@ __all__ = [
     "column_log_sums",
     "repair_partial",
     "repair_combine",
+    "candidates_partial",
+    "candidates_combine",
 ]
 
 # Below these fractions of the chunk's row mass, a column sum accumulated from
@@ -442,3 +444,67 @@ def repair_combine(parts):
     m = parts[0]["margins"].shape[1]
     margins = np.sort(np.concatenate([p["margins"] for p in parts], axis=1), axis=1)[:, :m]
     return {"counts": counts, "margins": margins}
+
+
+def candidates_partial(X, st: SinkhornState, under, want, *, row_offset=0):
+    """Rows of overfull clusters that are cheapest to move into underfull ones.
+
+    Labels are ``argmax_j (g_j - C_ij)`` under the prices ``st.g``. For a row of a
+    cluster ``l`` with ``want[l] > 0`` (rows to give away), the regret of moving it to an
+    underfull cluster ``u`` is ``(g_l - C_il) - (g_u - C_iu) >= 0``; per such cluster the
+    ``want[l]`` rows of smallest best regret are kept, with their regrets towards every
+    cluster in ``under``.
+
+    Returns
+    -------
+    dict with ``row`` (global), ``label``, ``best`` (smallest regret) and ``regret``
+    (n_candidates, len(under)).
+    """
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    under = np.asarray(under, dtype=np.int64)
+    n = X.shape[0]
+    rows, labs, bests, regs = [], [], [], []
+    if n:
+        zb = _Z(X, st, np.dtype(np.float64))
+        tile = _tile_rows(st.g.shape[0])
+        for s in range(0, n, tile):
+            e = min(n, s + tile)
+            Z = zb.tile(s, e)
+            lab = Z.argmax(axis=1)
+            sel = np.flatnonzero(want[lab] > 0)
+            if sel.size == 0:
+                continue
+            Zs = Z[sel]
+            R = (Zs[np.arange(sel.size), lab[sel]][:, None] - Zs[:, under]) * st.eps
+            rows.append(sel + s + row_offset)
+            labs.append(lab[sel])
+            bests.append(R.min(axis=1))
+            regs.append(R)
+    if not rows:
+        return {"row": np.zeros(0, np.int64), "label": np.zeros(0, np.int64),
+                "best": np.zeros(0), "regret": np.zeros((0, under.size))}
+    return _keep_cheapest({"row": np.concatenate(rows), "label": np.concatenate(labs),
+                           "best": np.concatenate(bests), "regret": np.concatenate(regs)}, want)
+
+
+def _keep_cheapest(c, want):
+    order = np.lexsort((c["row"], c["best"], c["label"]))
+    lab = c["label"][order]
+    starts = np.searchsorted(lab, lab, side="left")
+    rank = np.arange(lab.size) - starts
+    keep = order[rank < want[lab]]
+    keep = keep[np.lexsort((c["row"][keep],))]
+    return {k: v[keep] for k, v in c.items()}
+
+
+class candidates_combine:
+    """Combine :func:`candidates_partial` stats, keeping ``want[l]`` rows per cluster."""
+
+    def __init__(self, want):
+        self.want = want
+
+    def __call__(self, parts):
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return _keep_cheapest(cat, self.want)

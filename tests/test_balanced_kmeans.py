@@ -1,0 +1,170 @@
+"""``dclust.BalancedKMeans`` (issue 5): sizes, priors, partial transport, persistence, CLI."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import zarr
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import dclust
+from dclust.cli.main import main
+from dclust.exceptions import DclustValueError
+from dclust.testing import make_blobs
+
+FAST = dict(max_iter=8, sinkhorn_max_iter=60, sinkhorn_tol=1e-3, reg=0.1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def unequal_blobs():
+    """Three blobs of very different sizes (1200, 600, 203 rows) in 4 features."""
+    rng = np.random.default_rng(0)
+    parts = [rng.normal(loc, s, size=(m, 4)) for loc, s, m in ((0, 1.0, 1200), (6, 0.7, 600),
+                                                               (-6, 0.5, 203))]
+    return np.vstack(parts).astype(np.float32)
+
+
+def _quiet_fit(est, X, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dclust.ConvergenceWarning)
+        return est.fit(X, **kw)
+
+
+def test_size_tolerance_zero_gives_exact_sizes(unequal_blobs):
+    X = unequal_blobs
+    n, k = X.shape[0], 5
+    bk = _quiet_fit(dclust.BalancedKMeans(k, size_tolerance=0, random_state=0, **FAST), X)
+    sizes = np.bincount(bk.labels_, minlength=k)
+    assert sizes.sum() == n
+    assert np.all(np.abs(sizes - n / k) <= 1), sizes
+    assert bk.n_repair_rounds_ >= 1
+    # The plan itself is balanced to the Sinkhorn tolerance.
+    np.testing.assert_allclose(bk.cluster_mass_, 1 / k, atol=2e-3)
+    # predict uses the repaired prices: the same labels but for the few rows moved last.
+    assert np.mean(bk.predict(X) == bk.labels_) > 0.95
+
+
+def test_size_prior_is_followed(unequal_blobs):
+    X = unequal_blobs
+    n = X.shape[0]
+    w = np.array([0.6, 0.3, 0.1])
+    bk = _quiet_fit(dclust.BalancedKMeans(3, cluster_weights=w, size_tolerance=0,
+                                          random_state=1, **FAST), X)
+    np.testing.assert_allclose(np.sort(bk.cluster_mass_), np.sort(w), atol=2e-3)
+    sizes = np.bincount(bk.labels_, minlength=3)
+    order = np.argsort(w)
+    assert np.all(np.abs(np.sort(sizes) - np.sort(n * w)) <= 1)
+    np.testing.assert_array_equal(np.argsort(sizes), order)
+
+
+def test_size_tolerance_caps_sizes(unequal_blobs):
+    X = unequal_blobs
+    n, k = X.shape[0], 4
+    bk = _quiet_fit(dclust.BalancedKMeans(k, size_tolerance=0.1, random_state=0, **FAST), X)
+    sizes = np.bincount(bk.labels_, minlength=k)
+    assert sizes.max() <= np.floor(n / k * 1.1)
+
+
+def test_partial_puts_one_minus_rho_on_the_virtual_cluster(unequal_blobs):
+    X = unequal_blobs
+    bk = _quiet_fit(dclust.BalancedKMeans(3, marginal="partial", rho=0.8, random_state=0, **FAST), X)
+    assert bk.virtual_mass_ == pytest.approx(0.2, abs=2e-3)
+    np.testing.assert_allclose(bk.cluster_mass_.sum(), 0.8, atol=2e-3)
+    labels = np.asarray(bk.labels_)
+    assert (labels == -1).any() and labels.max() == 2
+    # The progressive schedule ends at the same mass.
+    bk2 = _quiet_fit(dclust.BalancedKMeans(3, marginal="partial", rho=0.8, rho_schedule="linear",
+                                           rho0=0.2, random_state=0, **dict(FAST, max_iter=4)), X)
+    assert bk2.virtual_mass_ == pytest.approx(0.2, abs=2e-3)
+
+
+def test_relaxed_sizes_move_between_data_and_prior(unequal_blobs):
+    X = unequal_blobs
+    # Blob sizes are about 0.6 / 0.3 / 0.1; a uniform prior with a weak KL penalty
+    # leaves the sizes near the data's, a strong one pulls them to uniform.
+    kw = dict(FAST, init=np.array([[0.0] * 4, [6.0] * 4, [-6.0] * 4]))
+    weak = _quiet_fit(dclust.BalancedKMeans(3, marginal="relaxed", reg_m=0.01, **kw), X)
+    strong = _quiet_fit(dclust.BalancedKMeans(3, marginal="relaxed", reg_m=100.0, **kw), X)
+    assert weak.cluster_mass_[0] > 0.5
+    assert abs(strong.cluster_mass_[0] - 1 / 3) < 0.05
+    assert weak.cluster_mass_.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_chunk_invariance(unequal_blobs):
+    import dask.array as da
+
+    X = unequal_blobs
+    init = X[[0, 700, 1300, 1900]].astype(np.float64)
+    fits = [_quiet_fit(dclust.BalancedKMeans(4, init=init, **FAST), da.from_array(X, chunks=(c, -1)))
+            for c in (2003, 250)]
+    np.testing.assert_allclose(fits[0].cluster_centers_, fits[1].cluster_centers_, rtol=1e-4,
+                               atol=1e-4)
+    assert fits[0].n_sinkhorn_iter_ == fits[1].n_sinkhorn_iter_
+
+
+def test_save_load_predict(unequal_blobs, tmp_path):
+    X = unequal_blobs
+    bk = _quiet_fit(dclust.BalancedKMeans(3, size_tolerance=0, random_state=0, **FAST), X)
+    path = tmp_path / "bk.npz"
+    bk.save(path)
+    back = dclust.load(path)
+    assert type(back) is dclust.BalancedKMeans
+    np.testing.assert_array_equal(back.predict(X), bk.predict(X))
+    np.testing.assert_allclose(back.predict_proba(X[:10]), bk.predict_proba(X[:10]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(cluster_weights=[0.5, 0.5]), r"cluster_weights has shape \(2,\); expected \(3,\)"),
+    (dict(cluster_weights=[0.5, 0.3, 0.3]), r"cluster_weights sums to 1.1.*off by \+0.1"),
+    (dict(cluster_weights=[0.5, 0.6, -0.1]), r"cluster_weights has 1 weight\(s\) <= 0"),
+    (dict(reg=0.0), r"reg=0.0 must be a positive finite number"),
+    (dict(marginal="partial", rho=2.0), r"rho=2.0 must be in \(0, 1\]"),
+    (dict(marginal="relaxed", size_tolerance=0), r"size_tolerance=0 makes the sizes exact"),
+    (dict(rho_schedule="linear"), r"rho_schedule='linear' needs marginal='partial'"),
+    (dict(size_tolerance=-1), r"size_tolerance=-1 must be >= 0"),
+])
+def test_bad_parameters(unequal_blobs, kwargs, match):
+    with pytest.raises(DclustValueError, match=match):
+        dclust.BalancedKMeans(3, progress=False, **kwargs).fit(unequal_blobs)
+
+
+def test_cli_fit_balanced_kmeans(tmp_path, capsys):
+    data = str(tmp_path / "b.zarr")
+    make_blobs(data, 3_001, 4, 3, chunk_size=1_000, seed=2)
+    model, labels = str(tmp_path / "bk.npz"), str(tmp_path / "labels.zarr")
+    status = main(["fit", "balanced-kmeans", data, "-k", "4", "--size-tolerance", "0",
+                   "--reg", "0.1", "--sinkhorn-tol", "1e-3", "--max-iter", "5", "--seed", "0",
+                   "--model", model, "--labels", labels, "--quiet"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert out.startswith("BalancedKMeans k=4 on 3,001 x 4 float32") and "Sinkhorn iterations" in out
+    sizes = np.bincount(zarr.open_array(labels, mode="r")[:], minlength=4)
+    assert np.all(np.abs(sizes - 3_001 / 4) <= 1), sizes
+    status = main(["fit", "balanced-kmeans", data, "-k", "3", "--cluster-weights", "0.5,0.6,0.1",
+                   "--model", str(tmp_path / "x.npz"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2 and "dclust: error: cluster_weights sums to 1.2" in err
+
+
+# ---- scikit-learn's estimator checks -------------------------------------------------------
+def _estimators():
+    return [dclust.BalancedKMeans(n_clusters=3, random_state=0, progress=False, max_iter=3,
+                                  sinkhorn_max_iter=30, sinkhorn_tol=1e-2, reg=0.2)]
+
+
+EXPECTED_FAILED = {
+    "check_sample_weight_equivalence_on_dense_data": (
+        "sample_weight is not equivalent to removing/repeating samples (the seeding draws "
+        "per row, as sklearn.cluster.KMeans)."
+    ),
+}
+
+
+@pytest.mark.slow
+@parametrize_with_checks(_estimators(), expected_failed_checks=lambda est: EXPECTED_FAILED)
+def test_sklearn_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check(estimator)
