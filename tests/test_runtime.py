@@ -14,7 +14,7 @@ import pytest
 
 import dclust
 import dclust.runtime.client as rc
-from dclust.exceptions import DclustValueError
+from dclust.exceptions import ClusterConnectionError, DclustValueError
 from dclust.runtime.client import local_cluster_layout
 from dclust.runtime.compute import compute_count, compute_graph
 
@@ -156,3 +156,126 @@ def test_local_cluster_layout_default():
 def test_local_cluster_layout_bad(bad):
     with pytest.raises(DclustValueError, match=re.escape(f"n_cores={bad!r} must be a positive integer")):
         local_cluster_layout(bad)
+
+
+# ---- connecting: addresses, scheduler files, the Dask configuration ---------------------
+def test_configured_address_from_dask_config(no_client, other_cluster):
+    with dask.config.set({"scheduler-address": other_cluster.scheduler_address}):
+        assert rc.configured_address() == other_cluster.scheduler_address
+        client = dclust.get_client(quiet=True)
+    try:
+        assert client.scheduler.address == other_cluster.scheduler_address
+        assert rc._connected is client
+    finally:
+        client.close()
+
+
+def test_env_address_wins_over_dask_config(monkeypatch):
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://10.0.0.1:8786")
+    with dask.config.set({"scheduler-address": "tcp://10.0.0.2:8786"}):
+        assert rc.configured_address() == "tcp://10.0.0.1:8786"
+
+
+@pytest.mark.parametrize("address, match", [
+    ("http://head:8787", "Unknown protocol 'http' in the scheduler address 'http://head:8787'; use "
+                         "'tcp://host:port' or 'tls://host:port' (known: "),
+    ("udp://head:8786", "Unknown protocol 'udp' in the scheduler address 'udp://head:8786'"),
+    (8786, "address=8786 is not a scheduler address; pass a string such as 'tcp://host:8786'"),
+    ("  ", "address='  ' is not a scheduler address"),
+])
+def test_connect_rejects_bad_addresses(no_client, address, match):
+    with pytest.raises(DclustValueError, match=re.escape(match)):
+        dclust.connect(address)
+
+
+def test_dashboard_url_hint(no_client):
+    with pytest.raises(DclustValueError, match="That looks like the dashboard's URL; the scheduler "
+                                               r"listens on its own port \(8786 by default\)"):
+        dclust.connect("https://head:8787/status")
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_connect_unreachable_is_a_clear_error(no_client):
+    port = _free_port()
+    with pytest.raises(ClusterConnectionError, match=re.escape(
+            f"Cannot reach the Dask scheduler at 'tcp://127.0.0.1:{port}' within 1 s (") + r".*\)\. "
+            r"Check that `dask scheduler` is running there and that host and port are right\. If "
+            r"the scheduler requires TLS, connect to its tls:// address with certificates\."):
+        dclust.connect(f"tcp://127.0.0.1:{port}", timeout=1)
+    assert rc._connected is None
+
+
+def test_tls_address_without_certificates(no_client):
+    with pytest.raises(ClusterConnectionError, match=re.escape(
+            "The scheduler at 'tls://127.0.0.1:1' requires TLS, but no client certificate was given.")):
+        dclust.connect("tls://127.0.0.1:1")
+
+
+def test_scheduler_file_problems(no_client, tmp_path):
+    missing = str(tmp_path / "nope.json")
+    with pytest.raises(ClusterConnectionError, match=re.escape(
+            f"Scheduler file {missing!r} does not exist. Start the scheduler with "
+            f"`dask scheduler --scheduler-file {missing}` or pass its address.")):
+        dclust.connect(scheduler_file=missing)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ClusterConnectionError, match=re.escape(
+            f"Scheduler file {str(bad)!r} has no scheduler address (JSONDecodeError: ")):
+        dclust.connect(scheduler_file=str(bad))
+    bad.write_text('{"type": "Scheduler"}')
+    with pytest.raises(ClusterConnectionError, match=re.escape(
+            f"Scheduler file {str(bad)!r} has no scheduler address (KeyError: 'address')")):
+        dclust.connect(scheduler_file=str(bad))
+
+
+def test_connect_rejects_a_non_security(no_client):
+    with pytest.raises(DclustValueError, match=re.escape(
+            "security={'tls_ca_file': 'ca.pem'} is not a distributed.Security; pass for example")):
+        dclust.connect("tcp://127.0.0.1:1", security={"tls_ca_file": "ca.pem"})
+
+
+# ---- a lost connection in the compute path ----------------------------------------------
+class _FakeClient:
+    def __init__(self, exc, status):
+        self.exc, self.status = exc, status
+        self.scheduler = type("S", (), {"address": "tcp://10.1.2.3:8786"})()
+
+    def get(self, graph, key, sync=True):
+        raise self.exc
+
+
+def test_compute_graph_turns_a_lost_connection_into_a_clear_error(monkeypatch):
+    import dclust.runtime.compute as comp
+    from distributed.client import FutureCancelledError
+
+    lost = FutureCancelledError("k", "scheduler-connection-lost",
+                                "Client lost the connection to the scheduler.")
+    monkeypatch.setattr(comp, "get_client", lambda: _FakeClient(lost, "connecting"))
+    with pytest.raises(ClusterConnectionError, match=re.escape(
+            "Lost the connection to the Dask scheduler at 'tcp://10.1.2.3:8786' while a pass was "
+            "running (client status 'connecting': FutureCancelledError). The scheduler stopped or "
+            "the network between it and this machine failed")):
+        compute_graph({}, "k")
+    from distributed.comm import CommClosedError
+
+    monkeypatch.setattr(comp, "get_client", lambda: _FakeClient(CommClosedError("gone"), "closed"))
+    with pytest.raises(ClusterConnectionError, match="client status 'closed': CommClosedError"):
+        compute_graph({}, "k")
+
+
+@pytest.mark.parametrize("exc", [OSError("disk full on a worker"), ValueError("bad chunk"),
+                                 dclust.StorageError("chunk 3 of 's3://b/x.zarr' is missing")])
+def test_compute_graph_passes_task_errors_through(monkeypatch, exc):
+    import dclust.runtime.compute as comp
+
+    monkeypatch.setattr(comp, "get_client", lambda: _FakeClient(exc, "running"))
+    with pytest.raises(type(exc)) as info:
+        compute_graph({}, "k")
+    assert info.value is exc

@@ -73,16 +73,22 @@ class ProcessCluster:
         return "\n".join(out)
 
     def close(self) -> None:
-        for p in [*self.workers, self.scheduler]:
-            if p.poll() is None:
-                p.terminate()
-        deadline = time.monotonic() + 10
-        for p in [*self.workers, self.scheduler]:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        """Stop the workers, then the scheduler (SIGTERM; SIGKILL after a grace period).
+
+        Workers go first: a worker whose scheduler is already gone spends its grace
+        period trying to reconnect instead of exiting.
+        """
+        for group, grace in ((self.workers, 10.0), ([self.scheduler], 5.0)):
+            for p in group:
+                if p.poll() is None:
+                    p.terminate()
+            deadline = time.monotonic() + grace
+            for p in group:
+                try:
+                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
 
 
 def process_cluster(n_workers=3, *, nthreads=1, memory_limit="1GiB", directory=None,
