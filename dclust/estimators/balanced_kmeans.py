@@ -26,6 +26,7 @@ from ..reductions.engine import run_pass
 from ..runtime.progress import Progress
 from ..validation import as_dask_rows, check_n_clusters, check_param, check_random_state
 from .base import DclustEstimator, prepare_fit_data, register
+from .kmeans import _require_finite
 
 __all__ = ["BalancedKMeans"]
 
@@ -34,6 +35,7 @@ _INITS = ("k-means||", "k-means++", "random")
 
 def _labels_block(X, st, rows=None, labels=None, block_info=None):
     """Labels under the prices, with the repair's few per-row moves applied."""
+    _require_finite(X, block_info)
     lab = sinkhorn_assign_block(X, st, None, what="labels")
     if rows is not None and rows.size:
         start = block_info[0]["array-location"][0][0] if block_info else 0
@@ -42,7 +44,8 @@ def _labels_block(X, st, rows=None, labels=None, block_info=None):
     return lab
 
 
-def _soft_block(X, st):
+def _soft_block(X, st, block_info=None):
+    _require_finite(X, block_info)
     return sinkhorn_assign_block(X, st, None, what="soft")
 
 
@@ -356,7 +359,7 @@ class BalancedKMeans(ClusterMixin, DclustEstimator):
         if isinstance(X, np.ndarray):
             if what == "labels":
                 return _labels_block(X, st, rows, labels)
-            return sinkhorn_assign_block(X, st, None, what=what)
+            return _soft_block(X, st)
         if what == "labels":
             return X.map_blocks(_labels_block, st, rows, labels, drop_axis=1, dtype=np.int32,
                                 meta=np.empty((0,), np.int32))
