@@ -331,9 +331,9 @@ def _pool_candidates(pool_x, pool_rows, medoids, medoid_rows, metric, seed, n_ne
     dist = D[np.arange(D.shape[0]), lab]
     u = np.random.default_rng([seed, 29]).random(lab.shape[0])
     keep = ~np.isin(pool_rows, medoid_rows)
-    args = (lab[keep], None, pool_rows[keep], pool_x[keep], k)
-    near = per_cluster_top(args[0], -dist[keep], args[2], args[3], k, n_near)
-    rnd = per_cluster_top(args[0], u[keep], args[2], args[3], k, n_random)
+    lab, rows, xs = lab[keep], pool_rows[keep], pool_x[keep]
+    near = per_cluster_top(lab, -dist[keep], rows, xs, k, n_near)
+    rnd = per_cluster_top(lab, u[keep], rows, xs, k, n_random)
     return _candidates([near, rnd], medoid_rows, k, n_near + n_random, d)
 
 

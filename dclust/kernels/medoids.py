@@ -107,10 +107,11 @@ def medoid_cost_partial(X, medoids, sets, metric="euclidean"):
     n = X.shape[0]
     cost = np.zeros(sets.shape[0])
     tile = _tile(medoids.shape[0])
+    cols = [xp.asarray(sets[i]) for i in range(sets.shape[0])]
     for s in range(0, n, tile):
-        D = to_numpy(pairwise_distances(X[s : min(s + tile, n), ...], medoids, metric))
-        for i in range(sets.shape[0]):
-            cost[i] += float(np.sum(np.min(D[:, sets[i]], axis=1)))
+        D = pairwise_distances(X[s : min(s + tile, n), ...], medoids, metric)
+        for i, c in enumerate(cols):
+            cost[i] += float(xp.sum(xp.min(xp.take(D, c, axis=1), axis=1)))
     return {"cost": cost}
 
 
