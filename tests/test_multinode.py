@@ -149,7 +149,9 @@ def test_cli_scheduler_and_scheduler_file_exclude_each_other(cluster, data, tmp_
 
 def test_lost_scheduler_mid_fit_is_a_clear_error(tmp_path, restore_client):
     """SIGKILL the scheduler while Lloyd iterations run: ClusterConnectionError, promptly."""
-    pc = process_cluster(1, nthreads=1, memory_limit="512MiB", directory=str(tmp_path))
+    # Without a nanny the worker exits at once when stopped, even with its scheduler gone.
+    pc = process_cluster(1, nthreads=1, memory_limit="512MiB", directory=str(tmp_path),
+                         worker_args=["--no-nanny"])
     try:
         client = dclust.connect(pc.address, quiet=True, timeout=5)
         X = np.random.default_rng(0).uniform(size=(20_000, 2))

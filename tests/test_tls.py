@@ -46,8 +46,10 @@ def certs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster(certs, tmp_path_factory):
+    # No nannies: half the processes to start on a small CI machine (test_multinode.py
+    # runs workers with nannies, as users usually do).
     pc = process_cluster(3, nthreads=1, memory_limit="512MiB", tls=certs["cluster"],
-                         directory=str(tmp_path_factory.mktemp("procs")))
+                         worker_args=["--no-nanny"], directory=str(tmp_path_factory.mktemp("procs")))
     yield pc
     pc.close()
 
@@ -104,35 +106,21 @@ def test_cli_with_tls_options_matches_local(cluster, certs, data, tmp_path, caps
     np.testing.assert_array_equal(dclust.load(tmp_path / "km.npz").cluster_centers_, local)
 
 
-def test_security_from_dask_config(cluster, certs, data, tmp_path, capsys, restore_client):
-    """No TLS options: the certificates come from the Dask configuration (as set by
+def test_security_from_dask_config(cluster, certs, restore_client):
+    """No TLS arguments: the certificates come from the Dask configuration (as set by
     deploy/tls/dask-tls.yaml or DASK_DISTRIBUTED__COMM__TLS__* variables)."""
     import dask
 
-    from dclust.cli.main import main
+    from dclust.runtime.compute import compute_graph
 
-    path, local = data
     c = certs["client"]
     with dask.config.set({"distributed.comm.tls.ca-file": c["ca_file"],
                           "distributed.comm.tls.client.cert": c["cert"],
                           "distributed.comm.tls.client.key": c["key"],
                           "distributed.comm.require-encryption": True}):
-        status = main(["predict", "--quiet", str(_saved_model(tmp_path, local)), path, "--labels",
-                       str(tmp_path / "l.zarr"), "--scheduler", cluster.address])
-    out = capsys.readouterr()
-    assert status == 0, out.err[-3000:]
-    import zarr
-
-    labels = zarr.open_array(str(tmp_path / "l.zarr"), mode="r")[...]
-    X = zarr.open_array(path, mode="r")[...]
-    np.testing.assert_array_equal(labels, dclust.load(tmp_path / "km.npz").predict(X))
-
-
-def _saved_model(tmp_path, centers):
-    km = dclust.KMeans(K, init=centers, max_iter=1, progress=False).fit(
-        np.asarray(centers, dtype=np.float32))
-    km.save(tmp_path / "km.npz")
-    return tmp_path / "km.npz"
+        client = dclust.connect(cluster.address, quiet=True)
+        assert client.security.tls_client_cert == c["cert"]
+        assert compute_graph({"dclust-tls-sum": (sum, [1, 2, 3])}, "dclust-tls-sum") == 6
 
 
 def test_security_object(cluster, certs, restore_client):
