@@ -12,7 +12,8 @@ memory) and prints:
 - data size, per-worker limits and their total;
 - each worker's peak resident memory: the kernel's high-water mark (``ru_maxrss``) of the
   worker process at the end, and the largest RSS seen by a sampler every 0.2 s;
-- time per pass (the sampling pass of k-means||, every Lloyd iteration, the final one);
+- time per pass (the sampling pass of k-means||, every Lloyd iteration, the final one;
+  the first pass of each kind includes compiling the kernels on the workers);
 - whether any worker was paused, restarted or lost (worker status sampled with the
   memory, worker process ids before and after, and the workers' logs).
 
@@ -121,7 +122,7 @@ _TROUBLE = re.compile(r"Pausing worker|paused|Restarting worker|exceeded \d+% me
 
 
 def run(*, workers=2, memory_limit="400MiB", ratio=4.2, n_features=16, chunk_mib=16,
-        n_clusters=8, max_iter=3, directory=None, quiet=False):
+        n_clusters=8, max_iter=3, init="k-means||", directory=None, quiet=False):
     """Write the data, fit, and return the figures as a dict (see the module docstring)."""
     import dclust
     from dclust.runtime.progress import Progress
@@ -163,8 +164,11 @@ def run(*, workers=2, memory_limit="400MiB", ratio=4.2, n_features=16, chunk_mib
             warnings.simplefilter("ignore")
             t1 = time.perf_counter()
             marks.append(("start", 0, t1))
-            km = dclust.KMeans(n_clusters, max_iter=max_iter, random_state=0, cache="auto",
-                               progress=False).fit(X)
+            if init == "rows":  # spread rows as the initial centres: no sampling pass
+                step = n_rows // n_clusters
+                init = np.stack([np.asarray(X[i * step].compute(), np.float64) for i in range(n_clusters)])
+            km = dclust.KMeans(n_clusters, init=init, max_iter=max_iter, random_state=0,
+                               cache="auto", progress=False).fit(X)
             t_fit = time.perf_counter() - t1
         Progress.update = orig
         pids_after = client.run(os.getpid)
@@ -211,10 +215,13 @@ def main(argv=None):
     p.add_argument("--chunk-mib", type=int, default=16)
     p.add_argument("-k", type=int, default=8)
     p.add_argument("--max-iter", type=int, default=3)
+    p.add_argument("--init", default="k-means||", choices=("k-means||", "k-means++", "random", "rows"),
+                   help="'rows': k rows spread over the data (skips the sampling pass)")
     p.add_argument("--dir", default=None, help="where the data goes (default: a new temporary folder)")
     a = p.parse_args(argv)
     res = run(workers=a.workers, memory_limit=a.memory_limit, ratio=a.ratio, n_features=a.features,
-              chunk_mib=a.chunk_mib, n_clusters=a.k, max_iter=a.max_iter, directory=a.dir)
+              chunk_mib=a.chunk_mib, n_clusters=a.k, max_iter=a.max_iter, init=a.init,
+              directory=a.dir)
     return 1 if (res["paused"] or res["restarted"] or res["trouble"]) else 0
 
 

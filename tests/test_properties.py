@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import dclust
 from dclust.exceptions import DataError, DclustError, ModelFormatError
 
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=20, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 DTYPES = ["float64", "float32", "int64", "int8", "uint16", "bool"]
