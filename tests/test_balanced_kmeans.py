@@ -76,7 +76,7 @@ def test_partial_puts_one_minus_rho_on_the_virtual_cluster(unequal_blobs):
     assert (labels == -1).any() and labels.max() == 2
     # The progressive schedule ends at the same mass.
     bk2 = _quiet_fit(dclust.BalancedKMeans(3, marginal="partial", rho=0.8, rho_schedule="linear",
-                                           rho0=0.2, random_state=0, **dict(FAST, max_iter=4)), X)
+                                           rho0=0.2, random_state=0, **dict(FAST, max_iter=3)), X)
     assert bk2.virtual_mass_ == pytest.approx(0.2, abs=2e-3)
 
 
@@ -84,7 +84,7 @@ def test_relaxed_sizes_move_between_data_and_prior(unequal_blobs):
     X = unequal_blobs
     # Blob sizes are about 0.6 / 0.3 / 0.1; a uniform prior with a weak KL penalty
     # leaves the sizes near the data's, a strong one pulls them to uniform.
-    kw = dict(FAST, init=np.array([[0.0] * 4, [6.0] * 4, [-6.0] * 4]))
+    kw = dict(FAST, max_iter=3, init=np.array([[0.0] * 4, [6.0] * 4, [-6.0] * 4]))
     weak = _quiet_fit(dclust.BalancedKMeans(3, marginal="relaxed", reg_m=0.01, **kw), X)
     strong = _quiet_fit(dclust.BalancedKMeans(3, marginal="relaxed", reg_m=100.0, **kw), X)
     assert weak.cluster_mass_[0] > 0.5
@@ -97,7 +97,7 @@ def test_chunk_invariance(unequal_blobs):
 
     X = unequal_blobs
     init = X[[0, 700, 1300, 1900]].astype(np.float64)
-    fits = [_quiet_fit(dclust.BalancedKMeans(4, init=init, **dict(FAST, max_iter=3)),
+    fits = [_quiet_fit(dclust.BalancedKMeans(4, init=init, **dict(FAST, max_iter=3, reg=0.3)),
                        da.from_array(X, chunks=(c, -1)))
             for c in (2003, 400)]
     np.testing.assert_allclose(fits[0].cluster_centers_, fits[1].cluster_centers_, rtol=1e-4,

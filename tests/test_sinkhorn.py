@@ -175,7 +175,7 @@ def test_normalised_costs_equal_pot_on_the_scaled_matrix(problem):
 
 def test_relaxed_equals_pot_unbalanced_kl_on_columns(problem):
     M, a, b = problem
-    reg, reg_m, n_iter = 0.1, 0.5, 30
+    reg, reg_m, n_iter = 0.2, 0.5, 20
     _, log = ot.unbalanced.sinkhorn_unbalanced(a, b, M, reg, (np.inf, reg_m), reg_type="entropy",
                                                numItermax=n_iter, stopThr=0.0, log=True)
     with pytest.warns(ConvergenceWarning):
@@ -187,7 +187,7 @@ def test_relaxed_equals_pot_unbalanced_kl_on_columns(problem):
     P_ref = ot.unbalanced.sinkhorn_unbalanced(a, b, M, reg, (np.inf, reg_m), reg_type="entropy",
                                               numItermax=5000, stopThr=1e-13)
     res = dclust.sinkhorn_assign(M, b=b, reg=reg, marginal="relaxed", reg_m=reg_m,
-                                 normalize=False, tol=1e-10, chunks=120)
+                                 normalize=False, tol=1e-9, chunks=120)
     assert res.converged
     np.testing.assert_allclose(res.plan.compute(), P_ref, atol=1e-6)
     # The rows keep their mass; the column masses moved towards b but are not b.
