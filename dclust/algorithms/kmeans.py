@@ -333,10 +333,14 @@ def kmeans_fit(X, w, n_clusters, *, init="k-means||", max_iter=300, tol=1e-4, se
         data_stats = stats
         if on_data_stats is not None:
             on_data_stats(stats)
-        X = X_in.astype(np.float64) if work_precision(stats, X_in) != X_in.dtype else X_in
+        if X.dtype != np.float64 and work_precision(stats, X_in) != X_in.dtype:
+            X = X_in.astype(np.float64)
 
     if data_stats is not None:
         X = X_in.astype(np.float64) if work_precision(data_stats, X_in) != X_in.dtype else X_in
+    elif X_in.dtype == np.float32 and not isinstance(init, str) and np.size(init) and (
+            float(np.abs(np.asarray(init)).max()) > safe_magnitude(np.float32, X_in.shape[1])):
+        X = X_in.astype(np.float64)  # centres this large: the first pass in float64 already
     if resume is None:
         centers, stats0, n_passes = init_centers(
             X, w, n_clusters, init, seed, init_size=init_size,
