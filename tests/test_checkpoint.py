@@ -414,3 +414,23 @@ def test_cli_resume_needs_checkpoint(tmp_path, data, capsys):
     code = main(["fit", "kmeans", data[0], "-k", "3", "--model", str(tmp_path / "m.npz"), "--resume"])
     assert code == 2
     assert "dclust: error: --resume needs --checkpoint PATH" in capsys.readouterr().err
+
+
+def test_cli_checkpoint_resume_and_refusal(tmp_path, data, reference, capsys):
+    """In-process CLI: an existing checkpoint needs --resume (or --overwrite)."""
+    from dclust.cli.main import main
+
+    ck, model = str(tmp_path / "ck.npz"), str(tmp_path / "km.npz")
+    args = ["fit", "kmeans", data[0], "-k", "12", "--tol", "0", "--max-iter", str(MI), "--seed", "1",
+            "--chunk-size", "1500", "--cache", "none", "--model", model, "--checkpoint", ck, "-q"]
+    with interrupt_after(4):
+        assert main(args) == 130  # Ctrl-C
+    assert saved_state(ck)[1]["work"]["n_iter"] == 2
+    assert main(args) == 2
+    assert (f"dclust: error: The checkpoint {ck!r} already exists; pass --resume to continue the fit "
+            "it holds, or --overwrite to start afresh and replace it.") in capsys.readouterr().err
+    # Without --seed, --resume continues with the checkpoint's seed.
+    resume = [a for a in args if a not in ("--seed", "1")] + ["--resume"]
+    assert main(resume) == 0
+    assert "seed 1" in capsys.readouterr().out
+    np.testing.assert_array_equal(dclust.load(model).cluster_centers_, reference[1].cluster_centers_)
