@@ -91,3 +91,18 @@ def test_to_device_is_identity_on_cpu():
     X = da.ones((10, 2), chunks=5)
     assert to_device(X, "cpu") is X
     assert to_device(None, "cuda") is None
+
+
+@pytest.mark.skipif(HAS_CUPY, reason="CuPy is installed here")
+def test_kmeans_device_cuda_without_gpu_is_a_clear_error(blobs):
+    from dclust import KMeans
+
+    X, _, _ = blobs
+    with pytest.raises(DclustError, match=r"device='cuda' but 2 of 2 workers have no usable GPU"):
+        KMeans(3, device="cuda", random_state=0, progress=False).fit(X)
+    km = KMeans(3, device="auto", random_state=0, progress=False).fit(X)
+    km.set_params(device="cuda")
+    with pytest.raises(DclustError, match=r"needs CuPy, which is not installed here.*dclust\[gpu\]"):
+        km.predict(X)
+    with pytest.raises(DclustError, match=r"device='gpu' is not one of"):
+        KMeans(3, device="gpu").fit(X)

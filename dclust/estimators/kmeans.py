@@ -32,6 +32,8 @@ from ..validation import (
     check_random_state,
     check_sample_weight,
 )
+from .._xp import to_numpy
+from ..runtime.device import check_device, predict_device, to_device_block
 from .base import DclustEstimator, prepare_fit_data, register
 
 __all__ = ["KMeans"]
@@ -62,10 +64,11 @@ def _precise(X, centers):
     return X.astype(np.float64) if big > limit else X
 
 
-def _labels_block(X, centers, block_info=None):
+def _labels_block(X, centers, device="cpu", block_info=None):
     _require_finite(X, block_info)
+    X = to_device_block(X, device)
     labels, _ = nearest_center(_precise(X, centers), centers)
-    return labels.astype(np.int32)
+    return to_numpy(labels).astype(np.int32)
 
 
 def _distances_block(X, centers, block_info=None):
@@ -136,6 +139,10 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         differs; with ``random_state=None`` the checkpoint's seed is used.
     storage_options : dict, optional
         fsspec options for a ``checkpoint`` URL.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        Where the kernels run. ``"cuda"``: on the workers' GPUs through CuPy (chunks move
+        to the GPU once per pass, or stay there when they fit; only the ``k x d`` sums
+        come back). ``"auto"``: the GPUs when every worker has one, else the CPUs.
 
     Attributes
     ----------
@@ -169,7 +176,7 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
     def __init__(self, n_clusters=8, *, init="k-means||", n_init=1, max_iter=300, tol=1e-4,
                  random_state=None, cache="auto", init_size=None, oversampling_factor=2.0,
                  init_max_iter=5, split_every=None, progress=True, checkpoint=None,
-                 resume=False, storage_options=None):
+                 resume=False, storage_options=None, device="auto"):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -185,6 +192,7 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         self.checkpoint = checkpoint
         self.resume = resume
         self.storage_options = storage_options
+        self.device = device
 
     def _validate_params(self):
         if isinstance(self.init, str):
@@ -199,6 +207,7 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
                 "'random' or an array of shape (n_clusters, n_features)."
             )
         check_param("n_init", self.n_init, kind=numbers.Integral, low=1)
+        check_device(self.device)
         check_param("max_iter", self.max_iter, kind=numbers.Integral, low=1)
         check_param("tol", self.tol, kind=numbers.Real, low=0)
         check_param("cache", self.cache, options=("auto", "memory", "none"))
@@ -245,12 +254,12 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         n_init = 1 if not isinstance(init, str) else self.n_init
         progress = Progress(f"KMeans(k={k})", enabled=bool(self.progress))
         if isinstance(X_arr, np.ndarray):  # its chunking is chosen when it is placed
-            X_work, w_work, X_source = prepare_fit_data(X_arr, sample_weight, self.cache)
+            X_work, w_work, X_source = prepare_fit_data(X_arr, sample_weight, self.cache, self.device)
             ck, saved, seed = self._open_checkpoint(X_work, w_work, k, init, n_init, seed)
         else:  # refuse a checkpoint before persisting anything
             weighted = check_sample_weight(sample_weight, n)
             ck, saved, seed = self._open_checkpoint(X_arr, weighted, k, init, n_init, seed)
-            X_work, w_work, X_source = prepare_fit_data(X_arr, sample_weight, self.cache)
+            X_work, w_work, X_source = prepare_fit_data(X_arr, sample_weight, self.cache, self.device)
         best = None
         data_stats = None
         passes = 0
@@ -388,9 +397,10 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
 
     def _predict_array(self, X):
         C = self._centers64()
+        device = predict_device(getattr(self, "device", "auto"), X)
         if isinstance(X, np.ndarray):
-            return _labels_block(X, C)
-        return X.map_blocks(_labels_block, C, drop_axis=1, dtype=np.int32,
+            return _labels_block(X, C, device)
+        return X.map_blocks(_labels_block, C, device, drop_axis=1, dtype=np.int32,
                             meta=np.empty((0,), np.int32))
 
     def predict(self, X):
@@ -418,7 +428,7 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
 
     def score(self, X, y=None, sample_weight=None):
         """Opposite of the inertia of ``X`` under the fitted centres (one pass)."""
-        X, w, _ = prepare_fit_data(self._check_X(X), sample_weight, "none")
+        X, w, _ = prepare_fit_data(self._check_X(X), sample_weight, "none", self.device)
         C = self._centers64()
         res = run_pass(X, {"lloyd": lloyd_aggregation(C, 0)}, sample_weight=w,
                        split_every=self.split_every, name="kmeans-score")

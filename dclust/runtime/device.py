@@ -12,8 +12,8 @@ import numpy as np
 
 from ..exceptions import DclustValueError
 
-__all__ = ["DEVICES", "check_device", "resolve_device", "to_device", "gpu_memory",
-           "cupy_or_error"]
+__all__ = ["DEVICES", "check_device", "resolve_device", "predict_device", "to_device",
+           "to_device_block", "gpu_memory", "cupy_or_error"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -127,3 +127,26 @@ def to_device(X, device: str):
         return X
     return X.map_blocks(_to_cupy, dtype=X.dtype, meta=np.empty((0,) * X.ndim, dtype=X.dtype),
                         name=f"to-cuda-{X.name}")
+
+
+def predict_device(device, X) -> str:
+    """The device for labelling ``X`` after a fit.
+
+    A NumPy array is labelled here, on this process's GPU only when ``device="cuda"``
+    (``"auto"`` never starts a cluster or looks for GPUs just to label in memory); a
+    dask array goes to the cluster and resolves ``device`` there.
+    """
+    device = check_device(device)
+    if isinstance(X, np.ndarray):
+        if device == "cuda":
+            cupy_or_error()
+            return "cuda"
+        return "cpu"
+    return resolve_device(device)
+
+
+def to_device_block(block, device: str):
+    """One block on ``device`` (a no-op on ``"cpu"`` and for blocks already there)."""
+    if device != "cuda":
+        return block
+    return _to_cupy(block)
