@@ -319,3 +319,18 @@ def test_console_script_help():
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert "usage: dclust" in done.stdout and "fit" in done.stdout
+
+
+def test_info_names_a_checkpoint(tmp_path, capsys):
+    import numpy as np
+
+    import dclust
+    from dclust.cli.main import main
+
+    X = np.random.default_rng(0).normal(size=(500, 3)).astype(np.float32)
+    path = tmp_path / "fit.ckpt.npz"
+    dclust.KMeans(2, checkpoint=str(path), random_state=0, max_iter=2, progress=False).fit(X)
+    assert main(["info", str(path)]) == 0
+    assert "dclust fit checkpoint" in capsys.readouterr().out
+    assert main(["info", str(path), "--json"]) == 0
+    assert '"kind": "checkpoint"' in capsys.readouterr().out

@@ -112,7 +112,7 @@ def _describe_model(path, so) -> dict:
     meta, arrays = read_model(path, storage_options=so)
     info = {
         "path": path,
-        "kind": "model",
+        "kind": "checkpoint" if meta.get("kind") == "checkpoint" else "model",
         "estimator": meta.get("estimator"),
         "format": meta.get("format"),
         "format_version": meta.get("format_version"),
@@ -237,9 +237,11 @@ def _codec_name(c) -> str:
 
 
 def _text(info) -> str:
-    if info["kind"] == "model":
+    if info["kind"] in ("model", "checkpoint"):
+        what = "dclust model" if info["kind"] == "model" else \
+            "dclust fit checkpoint (load it with --checkpoint PATH --resume)"
         head = [
-            f"{info['path']}: dclust model ({info['format']} v{info['format_version']}, "
+            f"{info['path']}: {what} ({info['format']} v{info['format_version']}, "
             f"written by dclust {info['dclust_version']}, {fmt_bytes(info['bytes_stored'])})",
             f"estimator: {info['estimator']}",
         ]

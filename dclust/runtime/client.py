@@ -7,6 +7,8 @@ Order of preference:
    ``scheduler-address`` of the Dask configuration), with TLS settings from the Dask
    configuration when it is a ``tls://`` address;
 3. an embedded ``distributed.LocalCluster`` sized to this machine, started on first use
+   (dask-cuda's ``LocalCUDACluster``, one worker per GPU, on a machine with GPUs when
+   dask-cuda is installed)
    and reused by later calls in the same process.
 """
 
@@ -269,6 +271,37 @@ def _one_line(e) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+def _local_gpus() -> int:
+    """GPUs this machine offers dask-cuda (0 without CuPy, dask-cuda or a CUDA device)."""
+    import importlib.util
+
+    if importlib.util.find_spec("dask_cuda") is None or importlib.util.find_spec("cupy") is None:
+        return 0
+    from .device import _gpu_count
+
+    return _gpu_count()
+
+
+def _embedded_cluster():
+    """A cluster sized to this machine: one worker per GPU with dask-cuda when there are
+    GPUs (and dask-cuda is installed), else processes sharing the CPU cores."""
+    # A worker's own errors reach the client with the task that failed; what the worker
+    # processes would log on top (lost heartbeats while shutting down) is noise here.
+    quiet_logs = logging.CRITICAL
+    n_gpus = _local_gpus()
+    if n_gpus:
+        from dask_cuda import LocalCUDACluster
+
+        cluster = LocalCUDACluster(dashboard_address=":0", silence_logs=quiet_logs)
+        return cluster, f"{n_gpus} GPU worker(s), dask-cuda"
+    from distributed import LocalCluster
+
+    workers, threads = local_cluster_layout()
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+                           dashboard_address=":0", silence_logs=quiet_logs)
+    return cluster, f"{workers} worker(s) x {threads} thread(s)"
+
+
 def _usable(client) -> bool:
     return client is not None and client.status in ("running", "connecting", "newly-created")
 
@@ -276,7 +309,7 @@ def _usable(client) -> bool:
 def get_client(*, quiet=False):
     """The ``distributed.Client`` dclust computes on (see the module docstring)."""
     global _embedded, _connected
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     with _lock:
         if _usable(_connected):
@@ -293,23 +326,13 @@ def get_client(*, quiet=False):
             return connect(address, quiet=quiet)
         if _embedded is not None and _usable(_embedded[1]):
             return _embedded[1]
-        workers, threads = local_cluster_layout()
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=threads,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=logging.ERROR,
-        )
+        cluster, what = _embedded_cluster()
         client = Client(cluster, set_as_default=True)
         _embedded = (cluster, client)
         # Close it before the interpreter tears down, so workers do not log lost heartbeats.
         atexit.register(shutdown)
         if not quiet:
-            _say(
-                f"started a local Dask cluster ({workers} worker(s) x {threads} thread(s)); "
-                f"dashboard: {client.dashboard_link}"
-            )
+            _say(f"started a local Dask cluster ({what}); dashboard: {client.dashboard_link}")
         return client
 
 
