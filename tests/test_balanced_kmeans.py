@@ -149,6 +149,71 @@ def test_cli_fit_balanced_kmeans(tmp_path, capsys):
     assert status == 2 and "dclust: error: cluster_weights sums to 1.2" in err
 
 
+def _hard_inertia(X, C, labels, w=None):
+    X64, ok = X.astype(np.float64), labels >= 0
+    d2 = ((X64[ok] - C[labels[ok]]) ** 2).sum(axis=1)
+    return float(d2.sum() if w is None else (d2 * w[ok]).sum())
+
+
+def test_transform_score_and_inertia_against_numpy(unequal_blobs):
+    import dask.array as da
+    from scipy.spatial.distance import cdist
+
+    X = unequal_blobs
+    rng = np.random.default_rng(3)
+    w = rng.random(X.shape[0]) + 0.5
+    bk = _quiet_fit(dclust.BalancedKMeans(3, size_tolerance=0, random_state=0, **FAST), X,
+                    sample_weight=w)
+    C = bk._state().centers  # the float64 centres the passes use
+    np.testing.assert_allclose(C, bk.cluster_centers_, rtol=1e-6)
+    labels = np.asarray(bk.labels_)
+    # inertia_ is that of labels_ (repair moves included), weighted like the fit.
+    assert bk.inertia_ == pytest.approx(_hard_inertia(X, C, labels, w), rel=1e-9)
+    # transform: Euclidean distances to the centres, X's dtype, lazy for dask input.
+    D = cdist(X.astype(np.float64), C)
+    T = bk.transform(X)
+    assert T.dtype == np.float32 and T.shape == (X.shape[0], 3)
+    np.testing.assert_allclose(T, D, rtol=1e-5, atol=1e-5)
+    Xd = da.from_array(X, chunks=(500, -1))
+    Td = bk.transform(Xd)
+    assert isinstance(Td, da.Array)
+    np.testing.assert_allclose(Td.compute(), D, rtol=1e-5, atol=1e-5)
+    # score: minus the inertia under predict's labels, optionally weighted.
+    pred = np.asarray(bk.predict(X))
+    assert bk.score(Xd) == pytest.approx(-_hard_inertia(X, C, pred), rel=1e-9)
+    assert bk.score(X, sample_weight=w) == pytest.approx(-_hard_inertia(X, C, pred, w), rel=1e-9)
+
+
+def test_score_ignores_the_virtual_cluster(unequal_blobs):
+    X = unequal_blobs
+    bk = _quiet_fit(dclust.BalancedKMeans(3, marginal="partial", rho=0.8, random_state=0, **FAST), X)
+    C = bk._state().centers
+    labels = np.asarray(bk.labels_)
+    assert (labels == -1).any()
+    assert bk.inertia_ == pytest.approx(_hard_inertia(X, C, labels), rel=1e-9)
+    assert bk.score(X) == pytest.approx(-bk.inertia_, rel=1e-9)
+
+
+def test_device_cuda_without_gpu_is_a_clear_error(unequal_blobs):
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here; tests/test_gpu.py covers this machine")
+    X = unequal_blobs
+    with pytest.raises(DclustValueError, match=r"device='cuda' but 2 of 2 workers have no usable "
+                                               r"GPU.*pip install 'dclust\[gpu\]'"):
+        dclust.BalancedKMeans(3, device="cuda", **FAST).fit(X)
+    with pytest.raises(DclustValueError, match=r"device='gpu' is not one of 'auto', 'cpu'"):
+        dclust.BalancedKMeans(3, device="gpu", **FAST).fit(X)
+    quick = dict(FAST, max_iter=1, sinkhorn_max_iter=10)
+    bk = _quiet_fit(dclust.BalancedKMeans(3, random_state=0, **quick), X)
+    ref = _quiet_fit(dclust.BalancedKMeans(3, random_state=0, device="cpu", **quick), X)
+    np.testing.assert_array_equal(bk.cluster_centers_, ref.cluster_centers_)
+    bk.set_params(device="cuda")
+    with pytest.raises(DclustValueError, match=r"needs CuPy, which is not installed here"):
+        bk.predict(X)
+
+
 # ---- scikit-learn's estimator checks -------------------------------------------------------
 def _estimators():
     return [dclust.BalancedKMeans(n_clusters=3, random_state=0, progress=False, max_iter=3,

@@ -390,6 +390,28 @@ def test_wrong_number_of_features(blobs10):
         km.predict(X[:10, :4])
 
 
+def test_device_cuda_without_gpu_is_a_clear_error(blobs10):
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here; tests/test_gpu.py covers this machine")
+    X, _ = blobs10
+    X = X[:400]
+    for method in ("clara", "fasterpam"):
+        with pytest.raises(DclustValueError, match=r"device='cuda' but 2 of 2 workers have no "
+                                                   r"usable GPU.*pip install 'dclust\[gpu\]'"):
+            dclust.KMedoids(3, method=method, device="cuda", progress=False).fit(da.from_array(X))
+    with pytest.raises(DclustValueError, match=r"device='cuda:0'.*pass device='cuda'"):
+        dclust.KMedoids(3, device="cuda:0", progress=False).fit(X)
+    auto = _fit(X, 3, random_state=0, max_iter=3)
+    cpu = _fit(X, 3, random_state=0, max_iter=3, device="cpu")
+    np.testing.assert_array_equal(auto.medoid_indices_, cpu.medoid_indices_)
+    auto.set_params(device="cuda")
+    for call in (auto.predict, auto.transform):
+        with pytest.raises(DclustValueError, match=r"needs CuPy, which is not installed here"):
+            call(X)
+
+
 # ---- persistence and CLI -----------------------------------------------------------------
 def test_save_load_round_trip(blobs10, tmp_path):
     X, _ = blobs10

@@ -8,7 +8,7 @@ import warnings
 from dataclasses import replace
 
 import numpy as np
-from sklearn.base import ClusterMixin
+from sklearn.base import ClusterMixin, TransformerMixin
 
 from ..algorithms.kmeans import check_data_stats, check_init_array, data_stats_aggregation, init_centers
 from ..algorithms.sinkhorn import (
@@ -20,9 +20,13 @@ from ..algorithms.sinkhorn import (
     repair_sizes,
     solve_sinkhorn,
 )
+from .._xp import to_numpy
 from ..exceptions import ConvergenceWarning, DclustValueError
-from ..kernels.sinkhorn import SinkhornState, sinkhorn_assign_block
-from ..reductions.engine import run_pass
+from ..kernels.metrics import pairwise_distances
+from ..kernels.sinkhorn import SinkhornState, hard_inertia_partial, sinkhorn_assign_block
+from ..reductions.engine import Aggregation, run_pass
+from ..reductions.monoids import sum_combine
+from ..runtime.device import check_device, predict_device, to_device_block
 from ..runtime.progress import Progress
 from ..validation import as_dask_rows, check_n_clusters, check_param, check_random_state
 from .base import DclustEstimator, prepare_fit_data, register
@@ -33,10 +37,10 @@ __all__ = ["BalancedKMeans"]
 _INITS = ("k-means||", "k-means++", "random")
 
 
-def _labels_block(X, st, rows=None, labels=None, block_info=None):
+def _labels_block(X, st, rows=None, labels=None, device="cpu", block_info=None):
     """Labels under the prices, with the repair's few per-row moves applied."""
     _require_finite(X, block_info)
-    lab = sinkhorn_assign_block(X, st, None, what="labels")
+    lab = to_numpy(sinkhorn_assign_block(to_device_block(X, device), st, None, what="labels"))
     if rows is not None and rows.size:
         start = block_info[0]["array-location"][0][0] if block_info else 0
         lo, hi = np.searchsorted(rows, [start, start + X.shape[0]])
@@ -44,13 +48,38 @@ def _labels_block(X, st, rows=None, labels=None, block_info=None):
     return lab
 
 
-def _soft_block(X, st, block_info=None):
+def _soft_block(X, st, device="cpu", block_info=None):
     _require_finite(X, block_info)
-    return sinkhorn_assign_block(X, st, None, what="soft")
+    return to_numpy(sinkhorn_assign_block(to_device_block(X, device), st, None, what="soft"))
+
+
+def _distances_block(X, centers, device="cpu", block_info=None):
+    _require_finite(X, block_info)
+    D = pairwise_distances(to_device_block(X, device), to_device_block(centers, device),
+                           "euclidean")
+    return to_numpy(D).astype(X.dtype, copy=False)
+
+
+class _InertiaChunk:
+    """Hard-label inertia of a chunk (see :func:`hard_inertia_partial`)."""
+
+    def __call__(self, X, w, ctx, st, rows, labels):
+        return hard_inertia_partial(X, st, w, rows=rows, labels=labels, row_offset=ctx.row_offset)
+
+
+def _inertia_combine(parts):
+    return sum_combine(parts, ("inertia", "weight"))
+
+
+def inertia_aggregation(st, rows=None, labels=None):
+    """One pass's k-means inertia under the hard labels of the prices ``st.g`` (with the
+    overrides ``labels`` at the global ``rows``)."""
+    return Aggregation("balanced-kmeans-inertia", _InertiaChunk(), _inertia_combine).bind(
+        st, rows, labels)
 
 
 @register
-class BalancedKMeans(ClusterMixin, DclustEstimator):
+class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
     """K-means with cluster sizes set by optimal transport (Sinkhorn), on a Dask cluster.
 
     Each outer iteration solves the entropic transport problem between the rows (mass
@@ -112,6 +141,11 @@ class BalancedKMeans(ClusterMixin, DclustEstimator):
         Decay ``eps`` from 1 to ``reg`` (factor ``eps_decay``) in the first solve.
     eps_decay : float, default=0.5
     random_state, cache, split_every, progress : as :class:`dclust.KMeans`.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        Where the passes run. ``"cuda"``: on the workers' GPUs through CuPy (chunks move
+        to the GPU once per pass, or stay there when they fit; only the ``k x d`` sums
+        and the column log-sums come back). ``"auto"``: the GPUs when every worker has
+        one, else the CPUs. Potentials are float64 on the client in both cases.
 
     Attributes
     ----------
@@ -126,6 +160,11 @@ class BalancedKMeans(ClusterMixin, DclustEstimator):
     virtual_mass_ : float
         Mass of the virtual cluster (``marginal="partial"``), else 0.
     marginal_error_ : float
+    inertia_ : float
+        k-means inertia of the training rows under ``labels_``: the (weighted) sum of
+        squared Euclidean distances of each row to the centre of its hard label (rows of
+        the virtual cluster excluded). One pass after the last centre update, since the
+        labels depend on the final prices and centres.
     n_iter_, n_sinkhorn_iter_, n_repair_rounds_, n_passes_, converged_, n_features_in_
 
     Examples
@@ -136,7 +175,7 @@ class BalancedKMeans(ClusterMixin, DclustEstimator):
     """
 
     _fitted_arrays = ("cluster_centers_", "cluster_potentials_", "cluster_mass_")
-    _fitted_scalars = ("scale_", "virtual_potential_", "virtual_mass_", "marginal_error_",
+    _fitted_scalars = ("inertia_", "scale_", "virtual_potential_", "virtual_mass_", "marginal_error_",
                        "n_iter_", "n_sinkhorn_iter_", "n_repair_rounds_", "n_passes_",
                        "converged_", "n_features_in_")
 
@@ -144,7 +183,7 @@ class BalancedKMeans(ClusterMixin, DclustEstimator):
                  reg_m=None, rho=None, rho_schedule=None, rho0=0.1, size_tolerance=None,
                  init="k-means||", max_iter=100, tol=1e-4, sinkhorn_max_iter=100,
                  sinkhorn_tol=1e-4, anneal=True, eps_decay=0.5, random_state=None,
-                 cache="auto", split_every=None, progress=True):
+                 cache="auto", split_every=None, progress=True, device="auto"):
         self.n_clusters = n_clusters
         self.cluster_weights = cluster_weights
         self.reg = reg
@@ -165,8 +204,10 @@ class BalancedKMeans(ClusterMixin, DclustEstimator):
         self.cache = cache
         self.split_every = split_every
         self.progress = progress
+        self.device = device
 
     def _validate_params(self):
+        check_device(self.device)
         check_sinkhorn_params(self.reg, self.marginal, self.reg_m, self.rho,
                               self.sinkhorn_max_iter, self.sinkhorn_tol, self.eps_decay)
         if isinstance(self.init, str):
@@ -228,7 +269,8 @@ class BalancedKMeans(ClusterMixin, DclustEstimator):
         init = self.init
         if not isinstance(init, str):
             init = check_init_array(init, k, d)
-        X_work, w_work, X_source = prepare_fit_data(X_arr, sample_weight, self.cache)
+        X_work, w_work, X_source = prepare_fit_data(X_arr, sample_weight, self.cache,
+                                                        self.device)
         seed = check_random_state(self.random_state)
         progress = Progress(f"BalancedKMeans(k={k})", enabled=bool(self.progress))
         centers, data_stats, n_passes = init_centers(X_work, w_work, k, init, seed,
@@ -314,6 +356,14 @@ class BalancedKMeans(ClusterMixin, DclustEstimator):
                 f"less than tol={self.tol}; raise max_iter or tol.",
                 ConvergenceWarning, stacklevel=2,
             )
+        # The hard labels depend on the final prices and centres: one pass for their inertia.
+        st = SinkhornState(kind="points", g=prices, eps=float(self.reg), centers=centers,
+                           scale=scale, virtual=virtual)
+        hard = run_pass(X_work, {"i": inertia_aggregation(st, o_rows, o_labels)},
+                        sample_weight=w_work, split_every=self.split_every,
+                        name="balanced-kmeans-inertia")["i"]
+        n_passes += 1
+        self.inertia_ = float(hard["inertia"])
         self.cluster_centers_ = centers.astype(X_arr.dtype)
         self._centers64 = centers
         self.cluster_potentials_ = np.asarray(prices[:k], dtype=np.float64)
@@ -356,15 +406,16 @@ class BalancedKMeans(ClusterMixin, DclustEstimator):
     def _assign(self, X, what, rows=None, labels=None):
         st = self._state()
         k = self.cluster_centers_.shape[0]
+        device = predict_device(getattr(self, "device", "auto"), X)
         if isinstance(X, np.ndarray):
             if what == "labels":
-                return _labels_block(X, st, rows, labels)
-            return _soft_block(X, st)
+                return _labels_block(X, st, rows, labels, device)
+            return _soft_block(X, st, device)
         if what == "labels":
-            return X.map_blocks(_labels_block, st, rows, labels, drop_axis=1, dtype=np.int32,
-                                meta=np.empty((0,), np.int32))
-        return X.map_blocks(_soft_block, st, chunks=(X.chunks[0], (k,)), dtype=np.float64,
-                            meta=np.empty((0, 0), np.float64))
+            return X.map_blocks(_labels_block, st, rows, labels, device, drop_axis=1,
+                                dtype=np.int32, meta=np.empty((0,), np.int32))
+        return X.map_blocks(_soft_block, st, device, chunks=(X.chunks[0], (k,)),
+                            dtype=np.float64, meta=np.empty((0, 0), np.float64))
 
     def predict(self, X):
         """Cluster of each row under the fitted prices: ``argmax_j g_j - ||x - c_j||^2 / scale``.
@@ -381,3 +432,36 @@ class BalancedKMeans(ClusterMixin, DclustEstimator):
     def fit_predict(self, X, y=None, sample_weight=None):
         """``fit(X)`` then return ``labels_``."""
         return self.fit(X, sample_weight=sample_weight).labels_
+
+    def transform(self, X):
+        """Euclidean distances to every centre, shape (n_samples, n_clusters).
+
+        As :meth:`dclust.KMeans.transform`: an ndarray for NumPy input, else lazy.
+        """
+        X = self._check_X(X)
+        C = self._state().centers
+        device = predict_device(getattr(self, "device", "auto"), X)
+        if isinstance(X, np.ndarray):
+            return _distances_block(X, C, device).astype(X.dtype)
+        k = C.shape[0]
+        return X.map_blocks(_distances_block, C, device, chunks=(X.chunks[0], (k,)),
+                            dtype=X.dtype)
+
+    def fit_transform(self, X, y=None, sample_weight=None):
+        """``fit(X)`` then return ``transform(X)``."""
+        return self.fit(X, sample_weight=sample_weight).transform(X)
+
+    def score(self, X, y=None, sample_weight=None):
+        """Opposite of the k-means inertia of ``X`` under the fitted centres (one pass).
+
+        Each row counts the squared Euclidean distance to the centre of its hard label
+        (:meth:`predict`, the fitted prices; rows of the virtual cluster count for
+        nothing), weighted by ``sample_weight``. Larger is better.
+        """
+        X = self._check_X(X)
+        X, w, _ = prepare_fit_data(X, sample_weight, "none", getattr(self, "device", "auto"))
+        res = run_pass(X, {"i": inertia_aggregation(self._state()),
+                           "data": data_stats_aggregation()},
+                       sample_weight=w, split_every=self.split_every, name="balanced-kmeans-score")
+        check_data_stats(res["data"], X)  # NaN and inf, found in the same pass
+        return -float(res["i"]["inertia"])

@@ -16,11 +16,13 @@ from ..algorithms.kmedoids import (
     default_n_sampling,
     fasterpam_fit,
 )
+from .._xp import to_numpy
 from ..exceptions import ConvergenceWarning, DataError, DclustValueError
 from ..kernels.datastats import count_nonfinite
 from ..kernels.medoids import medoid_assign
 from ..kernels.metrics import METRICS, pairwise_distances
 from ..reductions.engine import run_pass
+from ..runtime.device import check_device, predict_device, to_device_block
 from ..runtime.progress import Progress
 from ..validation import as_dask_rows, check_n_clusters, check_param, check_random_state
 from .base import DclustEstimator, prepare_fit_data, register
@@ -44,15 +46,16 @@ def _require_finite(X, block_info=None):
         )
 
 
-def _labels_block(X, medoids, metric, block_info=None):
+def _labels_block(X, medoids, metric, device="cpu", block_info=None):
     _require_finite(X, block_info)
-    labels, _ = medoid_assign(X, medoids, metric)
-    return labels.astype(np.int32)
+    labels, _ = medoid_assign(to_device_block(X, device), to_device_block(medoids, device), metric)
+    return to_numpy(labels).astype(np.int32)
 
 
-def _distances_block(X, medoids, metric, block_info=None):
+def _distances_block(X, medoids, metric, device="cpu", block_info=None):
     _require_finite(X, block_info)
-    return pairwise_distances(X, medoids, metric)
+    D = pairwise_distances(to_device_block(X, device), to_device_block(medoids, device), metric)
+    return to_numpy(D).astype(X.dtype, copy=False)
 
 
 def check_metric(metric):
@@ -121,6 +124,12 @@ class KMedoids(ClusterMixin, TransformerMixin, DclustEstimator):
         Fan-in of the reduction tree (default 8).
     progress : bool, default=True
         Show a progress line for fits that run longer than a few seconds.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        Where the passes over the data run. ``"cuda"``: on the workers' GPUs through CuPy
+        (chunks move to the GPU once per pass, or stay there when they fit; only the
+        per-cluster statistics come back). ``"auto"``: the GPUs when every worker has one,
+        else the CPUs. FasterPAM on the CLARA samples, and ``method="fasterpam"`` on the
+        full matrix, run on this machine's CPU whatever the device.
 
     Attributes
     ----------
@@ -161,7 +170,7 @@ class KMedoids(ClusterMixin, TransformerMixin, DclustEstimator):
 
     def __init__(self, n_clusters=8, *, metric="euclidean", method="clara", n_sampling=None,
                  n_sampling_iter=5, max_iter=100, refine=True, max_memory=None, random_state=None,
-                 cache="auto", split_every=None, progress=True):
+                 cache="auto", split_every=None, progress=True, device="auto"):
         self.n_clusters = n_clusters
         self.metric = metric
         self.method = method
@@ -174,8 +183,10 @@ class KMedoids(ClusterMixin, TransformerMixin, DclustEstimator):
         self.cache = cache
         self.split_every = split_every
         self.progress = progress
+        self.device = device
 
     def _validate_params(self):
+        check_device(self.device)
         check_metric(self.metric)
         check_param("method", self.method, options=_METHODS)
         check_param("n_sampling_iter", self.n_sampling_iter, kind=numbers.Integral, low=1)
@@ -218,12 +229,13 @@ class KMedoids(ClusterMixin, TransformerMixin, DclustEstimator):
             self.__dict__.pop(attr, None)
         if self.method == "fasterpam":
             check_fasterpam_fits(n, self.max_memory)  # before reading the data
+            predict_device(self.device, X_arr)  # the labels run there: refuse a bad device now
             X_np = X_arr if isinstance(X_arr, np.ndarray) else X_arr.compute()
             X_source = X_arr
             res = fasterpam_fit(np.asarray(X_np), k, metric=self.metric, max_iter=self.max_iter,
                                 seed=seed, max_memory=self.max_memory)
         else:
-            X_work, _, X_source = prepare_fit_data(X_arr, None, self.cache)
+            X_work, _, X_source = prepare_fit_data(X_arr, None, self.cache, self.device)
             res = clara_fit(X_work, k, metric=self.metric, n_sampling=self.n_sampling,
                             n_sampling_iter=self.n_sampling_iter, max_iter=self.max_iter,
                             refine=bool(self.refine), seed=seed, split_every=self.split_every,
@@ -264,9 +276,10 @@ class KMedoids(ClusterMixin, TransformerMixin, DclustEstimator):
 
     def _predict_array(self, X):
         M = self._medoids64()
+        device = predict_device(getattr(self, "device", "auto"), X)
         if isinstance(X, np.ndarray):
-            return _labels_block(X, M, self.metric)
-        return X.map_blocks(_labels_block, M, self.metric, drop_axis=1, dtype=np.int32,
+            return _labels_block(X, M, self.metric, device)
+        return X.map_blocks(_labels_block, M, self.metric, device, drop_axis=1, dtype=np.int32,
                             meta=np.empty((0,), np.int32))
 
     def predict(self, X):
@@ -284,10 +297,11 @@ class KMedoids(ClusterMixin, TransformerMixin, DclustEstimator):
         """Dissimilarities to every medoid, shape (n_samples, n_clusters)."""
         X = self._check_X(X)
         M = self._medoids64()
+        device = predict_device(getattr(self, "device", "auto"), X)
         if isinstance(X, np.ndarray):
-            return _distances_block(X, M, self.metric).astype(X.dtype)
+            return _distances_block(X, M, self.metric, device).astype(X.dtype)
         k = M.shape[0]
-        return X.map_blocks(_distances_block, M, self.metric, chunks=(X.chunks[0], (k,)),
+        return X.map_blocks(_distances_block, M, self.metric, device, chunks=(X.chunks[0], (k,)),
                             dtype=X.dtype)
 
     def fit_transform(self, X, y=None):
@@ -295,7 +309,7 @@ class KMedoids(ClusterMixin, TransformerMixin, DclustEstimator):
 
     def score(self, X, y=None):
         """Opposite of the total deviation of ``X`` from the fitted medoids (one pass)."""
-        X, _, _ = prepare_fit_data(self._check_X(X), None, "none")
+        X, _, _ = prepare_fit_data(self._check_X(X), None, "none", getattr(self, "device", "auto"))
         res = run_pass(X, {"cost": cost_aggregation([self._medoids64()], self.metric),
                            "data": data_stats_aggregation()},
                        split_every=self.split_every, name="kmedoids-score")

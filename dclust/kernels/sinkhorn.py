@@ -48,6 +48,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .._xp import array_namespace, is_numpy_namespace, numpy_like, to_numpy
+
 __all__ = [
     "SinkhornState",
     "sinkhorn_partial",
@@ -61,6 +63,7 @@ __all__ = [
     "repair_combine",
     "candidates_partial",
     "candidates_combine",
+    "hard_inertia_partial",
 ]
 
 # Below these fractions of the chunk's row mass, a column sum accumulated from
@@ -269,18 +272,95 @@ class _Z:
         return Z
 
 
-def _log_a(w, n, log_mass):
+class _Zd:
+    """``Z = (g - C) / eps`` for tiles of one chunk, with whole-array operations of a
+    NumPy-like module ``mod`` (the CuPy path; tested with ``mod=numpy``).
+
+    Same values as :class:`_Z` (one GEMM on ``[X, 1]`` for points); no reused buffers.
+    """
+
+    def __init__(self, mod, X, st: SinkhornState, dtype):
+        self.mod, self.st, self.X = mod, st, X
+        self.dtype = np.dtype(dtype)
+        k1 = st.g.shape[0]
+        inv = 1.0 / st.eps
+        if st.kind == "points":
+            C = np.asarray(st.centers, dtype=np.float64)
+            k, d = C.shape
+            CTa = np.zeros((d + 1, k1))
+            CTa[:d, :k] = (2.0 / (st.scale * st.eps)) * C.T
+            cn = np.einsum("ij,ij->i", C, C) / st.scale
+            CTa[d, :k] = (st.g[:k] - cn) * inv
+            if st.virtual:
+                CTa[d, k] = st.g[k] * inv
+            self.CTa = {np.dtype(np.float64): mod.asarray(CTa)}
+            self.d = d
+        else:
+            self.gz = mod.asarray(np.asarray(st.g, dtype=np.float64) * inv)
+            self.cz = st.sign * inv / st.scale
+
+    def tile(self, s, e, dtype=None):
+        mod, st = self.mod, self.st
+        dtype = np.dtype(dtype or self.dtype)
+        Xt = self.X[s:e]
+        t = e - s
+        k = st.g.shape[0] - (1 if st.virtual else 0)
+        if st.kind == "points":
+            if dtype not in self.CTa:
+                self.CTa[dtype] = self.CTa[np.dtype(np.float64)].astype(dtype)
+            Xa = mod.empty((t, self.d + 1), dtype=dtype)
+            Xa[:, : self.d] = Xt
+            Xa[:, self.d] = 1.0
+            Z = Xa @ self.CTa[dtype]
+            if st.virtual:
+                X64 = Xt.astype(mod.float64)
+                xn = (X64 * X64).sum(axis=1) / (st.scale * st.eps)
+                Z[:, k] += xn.astype(dtype)
+            return Z
+        Z = mod.empty((t, st.g.shape[0]), dtype=dtype)
+        Z[:, :k] = (-self.cz) * Xt.astype(dtype)
+        if st.virtual:
+            Z[:, k] = 0.0
+        Z += self.gz.astype(dtype)
+        return Z
+
+
+def _backend(X):
+    """``(mod, X, dense)``: the NumPy-like module of the chunk, the chunk as a float array
+    of it, and whether the whole-array (CuPy) path runs. NumPy and CuPy chunks only."""
+    xp = array_namespace(X)
+    if is_numpy_namespace(xp):
+        mod, dense = np, False
+        X = np.asarray(X)
+    else:
+        mod, _ = numpy_like(xp)
+        dense = True
+        if mod is None:
+            raise TypeError(
+                f"The Sinkhorn kernels run on NumPy or CuPy chunks; got a {type(X).__name__} "
+                f"({getattr(xp, '__name__', xp)}). Convert the data with numpy.asarray."
+            )
+    if X.dtype not in (mod.float32, mod.float64):
+        X = X.astype(mod.float64)
+    return mod, X, dense
+
+
+def _zb(mod, X, st, dtype, dense):
+    return _Zd(mod, X, st, dtype) if dense else _Z(X, st, dtype)
+
+
+def _log_a(w, n, log_mass, mod=np):
     if w is None:
-        return np.full(n, log_mass)
+        return mod.full(n, log_mass, dtype=mod.float64)
     with np.errstate(divide="ignore"):
-        return np.log(np.asarray(w, dtype=np.float64)) + log_mass
+        return mod.log(mod.asarray(w, dtype=mod.float64)) + log_mass
 
 
-def _nonfinite(X, row_offset):
-    ok = np.isfinite(X)
-    if ok.all():
+def _nonfinite(X, row_offset, mod=np):
+    ok = mod.isfinite(X)
+    if bool(ok.all()):
         return 0, -1
-    bad_rows = ~ok.all(axis=1)
+    bad_rows = to_numpy(~ok.all(axis=1))
     return int((~ok).sum()), int(row_offset + np.flatnonzero(bad_rows)[0])
 
 
@@ -302,9 +382,9 @@ def sinkhorn_partial(X, st: SinkhornState, w=None):
         ``colmax``, ``colsum`` (k',): the column log-sum-exp of ``log P_ij`` over the chunk as ``(max, sum of exp(. - max))``; ``mass`` (row mass of the chunk);
         ``sums`` (k, d) plan-weighted row sums when ``want_sums``.
     """
-    X = np.asarray(X)
-    if X.dtype not in (np.float32, np.float64):
-        X = X.astype(np.float64)
+    mod, X, dense = _backend(X)
+    if dense:
+        return _sinkhorn_dense(mod, X, st, w)
     n = X.shape[0]
     k1 = st.g.shape[0]
     out = {"colmax": np.full(k1, -np.inf), "colsum": np.zeros(k1), "mass": np.zeros(())}
@@ -374,6 +454,72 @@ def sinkhorn_partial(X, st: SinkhornState, w=None):
     return out
 
 
+def _sinkhorn_dense(mod, X, st: SinkhornState, w=None):
+    """:func:`sinkhorn_partial` with whole-array operations of ``mod`` (CuPy's path).
+
+    Same statistics as the compiled path (tested with ``mod=numpy``): float32 data stays
+    float32 in the GEMM and the ``exp``, column sums accumulate in float64, and columns
+    whose sum may have lost underflowed terms are recomputed in the log domain.
+    """
+    n, d = X.shape
+    k1 = st.g.shape[0]
+    kr = k1 - (1 if st.virtual else 0)
+    out = {"colmax": np.full(k1, -np.inf), "colsum": np.zeros(k1), "mass": np.zeros(())}
+    if st.want_sums:
+        out["sums"] = np.zeros((kr, d))
+    if n == 0:
+        return out
+    dtype = _work_dtype(X)
+    log_a = _log_a(w, n, st.log_mass, mod)
+    zb = _Zd(mod, X, st, dtype)
+    tile = _tile_rows(k1)
+    lse = mod.empty(n, dtype=mod.float64)
+    colsum = mod.zeros(k1, dtype=mod.float64)
+    sums = mod.zeros((kr, d), dtype=mod.float64) if st.want_sums else None
+    for s in range(0, n, tile):
+        e = min(n, s + tile)
+        Z = zb.tile(s, e)
+        m = Z.max(axis=1)
+        Z = mod.exp(Z - m[:, None])
+        rs = Z.sum(axis=1, dtype=mod.float64)
+        lrs = mod.log(rs)
+        lse[s:e] = m + lrs
+        c = mod.exp(log_a[s:e] - lrs)
+        colsum += c.astype(dtype) @ Z
+        if st.want_sums:
+            cx = (c[:, None] * X[s:e]).astype(dtype)
+            sums += Z[:, :kr].T @ cx
+    with np.errstate(divide="ignore"):
+        mass = float(mod.exp(log_a).sum())
+    out["mass"] = np.asarray(mass)
+    if st.want_sums:
+        out["sums"] = to_numpy(sums)
+    colsum = to_numpy(colsum)
+    bad = np.flatnonzero(~(colsum >= _SAFE[dtype] * mass))
+    with np.errstate(divide="ignore"):
+        out["colmax"] = np.log(colsum)
+    out["colsum"] = np.ones(k1)
+    if bad.size and mass > 0:
+        badd = mod.asarray(bad)
+        M = mod.full(bad.size, -mod.inf)
+        S = mod.zeros(bad.size)
+        for s in range(0, n, tile):
+            e = min(n, s + tile)
+            T = zb.tile(s, e, dtype=np.float64)[:, badd]
+            T += (log_a[s:e] - lse[s:e])[:, None]
+            Mn = mod.maximum(M, T.max(axis=0))
+            fin = mod.isfinite(Mn)
+            Mz = mod.where(fin, Mn, 0.0)
+            with np.errstate(invalid="ignore"):
+                S = mod.where(fin, S * mod.exp(M - Mz), 0.0)
+                S += mod.where(fin, mod.exp(T - Mz[None, :]).sum(axis=0), 0.0)
+            M = Mn
+        out["colmax"][bad] = to_numpy(M)
+        out["colsum"][bad] = to_numpy(S)
+    out["colsum"][~np.isfinite(out["colmax"])] = 0.0
+    return out
+
+
 def logsumexp_combine(maxes, sums):
     """Merge ``(max, sum-exp)`` pairs: returns the pair of the union (identity ``(-inf, 0)``)."""
     M = np.max(np.stack(maxes), axis=0)
@@ -416,20 +562,22 @@ def sinkhorn_assign_block(X, st: SinkhornState, w=None, *, what="labels"):
     the rows sum to less than one), ``"plan"`` (``P_ij``), or ``"f"`` (row potentials,
     without the ``||x_i||^2`` term for ``kind="points"``).
     """
-    X = np.asarray(X)
-    if X.dtype not in (np.float32, np.float64):
-        X = X.astype(np.float64)
+    mod, X, dense = _backend(X)
+    return _assign_block(mod, X, st, w, what, dense)
+
+
+def _assign_block(mod, X, st, w, what, dense):
     n = X.shape[0]
     k1 = st.g.shape[0]
     kr = k1 - (1 if st.virtual else 0)
-    zb = _Z(X, st, np.dtype(np.float64))
+    zb = _zb(mod, X, st, np.dtype(np.float64), dense)
     if what == "labels":
-        lab = np.empty(n, dtype=np.int32)
+        lab = mod.empty(n, dtype=mod.int32)
     elif what == "f":
-        res = np.empty(n)
+        res = mod.empty(n, dtype=mod.float64)
     else:
-        res = np.empty((n, kr))
-    log_a = _log_a(w, n, st.log_mass) if what in ("plan", "f") else None
+        res = mod.empty((n, kr), dtype=mod.float64)
+    log_a = _log_a(w, n, st.log_mass, mod) if what in ("plan", "f") else None
     tile = _tile_rows(k1)
     for s in range(0, n, tile):
         e = min(n, s + tile)
@@ -437,21 +585,60 @@ def sinkhorn_assign_block(X, st: SinkhornState, w=None, *, what="labels"):
         if what == "labels":
             L = Z.argmax(axis=1)
             if st.virtual:
-                L = np.where(L == kr, -1, L)
+                L = mod.where(L == kr, -1, L)
             lab[s:e] = L
             continue
         m = Z.max(axis=1)
         Z -= m[:, None]
-        np.exp(Z, out=Z)
+        mod.exp(Z, out=Z)
         rs = Z.sum(axis=1)
         if what == "f":
-            res[s:e] = st.eps * (log_a[s:e] - m - np.log(rs))
+            res[s:e] = st.eps * (log_a[s:e] - m - mod.log(rs))
             continue
         Z /= rs[:, None]
         if what == "plan":
-            Z *= np.exp(log_a[s:e])[:, None]
+            Z *= mod.exp(log_a[s:e])[:, None]
         res[s:e] = Z[:, :kr]
     return lab if what == "labels" else res
+
+
+def hard_inertia_partial(X, st: SinkhornState, w=None, *, rows=None, labels=None, row_offset=0):
+    """k-means inertia of one chunk under its hard labels: ``sum_i w_i ||x_i - c_{l_i}||^2``.
+
+    Labels are those of :func:`sinkhorn_assign_block` (``argmax_j g_j - C_ij``, ``kind``
+    ``"points"``), with the overrides ``labels`` at the global ``rows`` (sorted) applied;
+    rows labelled ``-1`` (the virtual cluster) count for nothing. Distances are exact in
+    float64.
+
+    Returns
+    -------
+    stats : dict
+        ``inertia`` (0-d float64) and ``weight`` (0-d, the weight of the labelled rows).
+    """
+    mod, X, dense = _backend(X)
+    n = X.shape[0]
+    if n == 0:
+        return {"inertia": np.zeros(()), "weight": np.zeros(())}
+    lab = _assign_block(mod, X, st, None, "labels", dense).astype(mod.int64)
+    if rows is not None and rows.size:
+        lo, hi = np.searchsorted(rows, [row_offset, row_offset + n])
+        if hi > lo:
+            lab[mod.asarray(rows[lo:hi] - row_offset)] = mod.asarray(labels[lo:hi])
+    C = mod.asarray(np.asarray(st.centers, dtype=np.float64))
+    wt = None if w is None else mod.asarray(w, dtype=mod.float64)
+    inertia = 0.0
+    weight = 0.0
+    tile = _tile_rows(C.shape[0])
+    for s in range(0, n, tile):
+        e = min(n, s + tile)
+        L = lab[s:e]
+        ok = L >= 0
+        diff = X[s:e].astype(mod.float64) - C[mod.where(ok, L, 0)]
+        d2 = mod.where(ok, (diff * diff).sum(axis=1), 0.0)
+        wo = ok.astype(mod.float64) if wt is None else mod.where(ok, wt[s:e], 0.0)
+        inertia += float((d2 if wt is None else d2 * wt[s:e]).sum())
+        weight += float(wo.sum())
+    return {"inertia": np.asarray(inertia), "weight": np.asarray(weight)}
 
 
 # ---- the cost statistics pass (finiteness, scale) -----------------------------------
@@ -463,14 +650,15 @@ def cost_stats_partial(X, w=None, *, row_offset=0):
     sum of weights, ``n_bad_weight``/``first_bad_weight`` the negative or non-finite
     weights.
     """
-    X = np.asarray(X, dtype=np.float64)
-    nb, first = _nonfinite(X, row_offset)
+    mod, X, _ = _backend(X)
+    X = X.astype(mod.float64, copy=False)
+    nb, first = _nonfinite(X, row_offset, mod)
     out = {"n_nonfinite": nb, "first_nonfinite": first, "spread2": 0.0, "rows": X.shape[0],
            "wsum": 0.0, "n_bad_weight": 0, "first_bad_weight": -1}
     if X.shape[0] and not nb:
         out["spread2"] = float(X.var(axis=1).sum())
     if w is not None:
-        w = np.asarray(w, dtype=np.float64)
+        w = np.asarray(to_numpy(w), dtype=np.float64)
         bad = ~(np.isfinite(w) & (w >= 0))
         out["n_bad_weight"] = int(bad.sum())
         if bad.any():
@@ -512,16 +700,18 @@ def repair_partial(X, st: SinkhornState, n_margins):
     counts : (k,) int64
     margins : (k, n_margins) float64, ascending, padded with +inf.
     """
-    X = np.asarray(X)
-    if X.dtype not in (np.float32, np.float64):
-        X = X.astype(np.float64)
+    mod, X, dense = _backend(X)
+    return _repair(mod, X, st, n_margins, dense)
+
+
+def _repair(mod, X, st, n_margins, dense):
     k = st.g.shape[0]
     n = X.shape[0]
     counts = np.zeros(k, dtype=np.int64)
     margins = np.full((k, n_margins), np.inf)
     if n == 0:
         return {"counts": counts, "margins": margins}
-    zb = _Z(X, st, np.dtype(np.float64))
+    zb = _zb(mod, X, st, np.dtype(np.float64), dense)
     tile = _tile_rows(k)
     labs, mars = [], []
     for s in range(0, n, tile):
@@ -531,9 +721,9 @@ def repair_partial(X, st: SinkhornState, n_margins):
             labs.append(np.zeros(e - s, dtype=np.int64))
             mars.append(np.full(e - s, np.inf))
             continue
-        top2 = np.partition(Z, k - 2, axis=1)[:, k - 2:]
-        labs.append(Z.argmax(axis=1))
-        mars.append((top2[:, 1] - top2[:, 0]) * st.eps)
+        top2 = mod.partition(Z, k - 2, axis=1)[:, k - 2:]
+        labs.append(to_numpy(Z.argmax(axis=1)).astype(np.int64))
+        mars.append(to_numpy((top2[:, 1] - top2[:, 0]) * st.eps))
     lab = np.concatenate(labs)
     mar = np.concatenate(mars)
     counts = np.bincount(lab, minlength=k).astype(np.int64)
@@ -570,24 +760,29 @@ def candidates_partial(X, st: SinkhornState, under, want, *, row_offset=0):
     dict with ``row`` (global), ``label``, ``best`` (smallest regret) and ``regret``
     (n_candidates, len(under)).
     """
-    X = np.asarray(X)
-    if X.dtype not in (np.float32, np.float64):
-        X = X.astype(np.float64)
+    mod, X, dense = _backend(X)
+    return _candidates(mod, X, st, under, want, row_offset, dense)
+
+
+def _candidates(mod, X, st, under, want, row_offset, dense):
     under = np.asarray(under, dtype=np.int64)
+    want = np.asarray(want)
     n = X.shape[0]
     rows, labs, bests, regs = [], [], [], []
     if n:
-        zb = _Z(X, st, np.dtype(np.float64))
+        zb = _zb(mod, X, st, np.dtype(np.float64), dense)
         tile = _tile_rows(st.g.shape[0])
+        under_d = mod.asarray(under)
         for s in range(0, n, tile):
             e = min(n, s + tile)
             Z = zb.tile(s, e)
-            lab = Z.argmax(axis=1)
+            lab = to_numpy(Z.argmax(axis=1)).astype(np.int64)
             sel = np.flatnonzero(want[lab] > 0)
             if sel.size == 0:
                 continue
-            Zs = Z[sel]
-            R = (Zs[np.arange(sel.size), lab[sel]][:, None] - Zs[:, under]) * st.eps
+            Zs = Z[mod.asarray(sel)]
+            best = Zs[mod.arange(sel.size), mod.asarray(lab[sel])]
+            R = to_numpy((best[:, None] - Zs[:, under_d]) * st.eps)
             rows.append(sel + s + row_offset)
             labs.append(lab[sel])
             bests.append(R.min(axis=1))
