@@ -283,6 +283,7 @@ def test_integer_targets_sum_to_n_within_one():
     (dict(a=np.full(240, 1 / 200)), r"a sums to 1.2.*off by \+0.2 from 1"),
     (dict(a=np.ones(3)), r"a has shape \(3,\); expected \(240,\)"),
     (dict(kind="logits"), r"kind='logits' is not valid"),
+    (dict(device="gpu"), r"device='gpu' is not one of 'auto', 'cpu' or 'cuda'"),
 ])
 def test_bad_parameters(problem, kwargs, match):
     M, _, _ = problem
@@ -319,3 +320,17 @@ def test_cli_sinkhorn_assign(tmp_path, capsys):
     status = main(["sinkhorn-assign", path, "--reg", "0", "--labels", str(tmp_path / "x.zarr")])
     err = capsys.readouterr().err
     assert status == 2 and "dclust: error: reg=0.0 must be a positive" in err
+
+
+def test_device_cuda_without_gpu_is_a_clear_error(problem):
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here; tests/test_gpu.py covers this machine")
+    M, _, _ = problem
+    with pytest.raises(DclustValueError, match=r"device='cuda' but 2 of 2 workers have no usable "
+                                               r"GPU.*pip install 'dclust\[gpu\]'"):
+        dclust.sinkhorn_assign(M, device="cuda")
+    auto = dclust.sinkhorn_assign(M, reg=0.1, chunks=100)
+    cpu = dclust.sinkhorn_assign(M, reg=0.1, chunks=100, device="cpu")
+    np.testing.assert_array_equal(auto.potentials, cpu.potentials)

@@ -58,7 +58,9 @@ from ..kernels.sinkhorn import (
     sinkhorn_combine,
     sinkhorn_partial,
 )
+from .._xp import to_numpy
 from ..reductions.engine import Aggregation, row_offsets, run_pass
+from ..runtime.device import check_device, resolve_device, to_device
 from ..runtime.progress import Progress
 
 __all__ = [
@@ -408,11 +410,11 @@ class SinkhornResult:
 
 
 def _assign_map(C, st, what):
-    return sinkhorn_assign_block(C, st, None, what=what)
+    return to_numpy(sinkhorn_assign_block(C, st, None, what=what))
 
 
 def _assign_map_w(C, w, st, what):
-    return sinkhorn_assign_block(C, st, w[:, 0], what=what)
+    return to_numpy(sinkhorn_assign_block(C, st, w[:, 0], what=what))
 
 
 def _effective_reg_m(marginal, reg_m):
@@ -466,7 +468,7 @@ def _as_cost_array(costs, chunks):
 def sinkhorn_assign(costs_or_scores, *, a=None, b=None, reg=0.05, marginal="balanced",
                     reg_m=None, rho=None, kind="cost", normalize=True, anneal=True,
                     eps_start=1.0, eps_decay=0.5, max_iter=1000, tol=1e-6, chunks="auto",
-                    split_every=None, progress=False):
+                    split_every=None, progress=False, device="auto"):
     """Entropic optimal transport of rows to clusters for a user's cost or score matrix.
 
     Solves, in the log domain and one pass over the matrix per iteration,
@@ -515,6 +517,11 @@ def sinkhorn_assign(costs_or_scores, *, a=None, b=None, reg=0.05, marginal="bala
         Rows per chunk when reading the matrix.
     split_every : int, optional
     progress : bool, default=False
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        Where the passes run. ``"cuda"``: the chunks of the matrix move to the workers'
+        GPUs (CuPy) once per pass, and only the ``k`` column log-sums come back; the
+        potentials stay float64 on the client. ``"auto"``: the GPUs when every worker has
+        one, else the CPUs. The lazy outputs are NumPy-backed either way.
 
     Returns
     -------
@@ -543,7 +550,9 @@ def sinkhorn_assign(costs_or_scores, *, a=None, b=None, reg=0.05, marginal="bala
     check_sinkhorn_params(reg, marginal, reg_m, rho, max_iter, tol, eps_decay)
     if kind not in ("cost", "score"):
         raise DclustValueError(f"kind={kind!r} is not valid; expected 'cost' or 'score'.")
+    check_device(device)
     C = _as_cost_array(costs_or_scores, chunks)
+    C = to_device(C, resolve_device(device))
     n, k = C.shape
     bv = check_marginal(b, k, "b")
     w = None

@@ -616,6 +616,10 @@ def hard_inertia_partial(X, st: SinkhornState, w=None, *, rows=None, labels=None
         ``inertia`` (0-d float64) and ``weight`` (0-d, the weight of the labelled rows).
     """
     mod, X, dense = _backend(X)
+    return _hard_inertia(mod, X, st, w, rows, labels, row_offset, dense)
+
+
+def _hard_inertia(mod, X, st, w, rows, labels, row_offset, dense):
     n = X.shape[0]
     if n == 0:
         return {"inertia": np.zeros(()), "weight": np.zeros(())}
