@@ -128,3 +128,62 @@ def test_strict_arrays_get_a_clear_error():
     st = SinkhornState(kind="costs", g=np.zeros(2), eps=1.0)
     with pytest.raises(TypeError, match="NumPy or CuPy chunks"):
         S.sinkhorn_partial(xp.asarray(np.ones((3, 2))), st)
+
+
+# ---- dissimilarities and k-medoids ------------------------------------------------------
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "manhattan", "cosine"])
+def test_pairwise_dense_equals_fast_path(rng, metric):
+    from dclust.kernels.metrics import pairwise_distances, pairwise_distances_dense
+
+    X = rng.normal(size=(400, 6)) * 10 + 1e4  # far from the origin: the centring matters
+    Y = np.vstack([X[[3, 17, 250]], X[[3]] + 1e-7, rng.normal(size=(5, 6)) + 1e4])
+    X[5] = 0.0
+    Y[-1] = 0.0  # cosine's zero rows
+    ref = pairwise_distances(X, Y, metric)
+    got = pairwise_distances_dense(np, X, Y, metric)
+    np.testing.assert_allclose(got, ref, rtol=1e-11, atol=1e-12)
+    if metric in ("euclidean", "sqeuclidean", "manhattan"):
+        assert np.all(got[[3, 17, 250], [0, 1, 2]] == 0.0)  # a point is at 0 from itself
+    empty = pairwise_distances_dense(np, X[:0], Y, metric)
+    assert empty.shape == (0, Y.shape[0])
+
+
+def test_pairwise_dense_constant_data_recomputes_every_pair():
+    from dclust.kernels import metrics as Mt
+
+    X = np.full((300, 4), 7.5)
+    got = Mt.pairwise_distances_dense(np, X, X[:50], "euclidean")
+    assert got.shape == (300, 50) and not got.any()
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "manhattan"])
+def test_swap_sums_dense_equals_fast_path(rng, metric):
+    from dclust.kernels import medoids as Md
+
+    X = rng.normal(size=(700, 4))
+    M = X[[1, 100, 300]]
+    cand = X[[5, 6, 50, 400]]
+    lab, dn, ds = Md._assign_xp(np, X, M, metric, second=True)
+    ref = Md._swap_sums(np, X, lab, dn, ds, cand, 3, metric)
+    got = Md._swap_sums_dense(np, np.add.at, X, lab, dn, ds, cand, 3, metric)
+    for r, g in zip(ref, got):
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-9)
+    empty = Md._swap_sums_dense(np, np.add.at, X[:0], lab[:0], dn[:0], ds[:0], cand, 3, metric)
+    assert not empty[0].any() and empty[1].shape == (3, 4)
+
+
+def test_second_nearest_by_partition_equals_sorting(rng):
+    from dclust.kernels import medoids as Md
+
+    X = rng.normal(size=(200, 3))
+    M = X[[0, 9, 20, 33]]
+    lab, dn, ds = Md._assign_xp(np, X, M, "euclidean", second=True)
+    D = np.sort(pairwise(X, M), axis=1)
+    np.testing.assert_allclose(ds, D[:, 1], rtol=1e-12)
+    np.testing.assert_array_equal(lab, pairwise(X, M).argmin(axis=1))
+
+
+def pairwise(X, M):
+    from scipy.spatial.distance import cdist
+
+    return cdist(X, M)

@@ -326,6 +326,15 @@ def test_medoid_kernels_portable(metric, rng):
                                xp.asarray(cand), ok, metric, row_offset=10)
     np.testing.assert_allclose(s1["cand_sum"], s2["cand_sum"], rtol=1e-10)
     np.testing.assert_array_equal(s1["random"]["row"], s2["random"]["row"])
+    swaps = X[[8, 9, 120]]
+    s1 = medoid_refine_partial(X, M, np.array([3, 50, 200]), cand, ok, metric,
+                               swap_candidates=swaps, n_swap=4)
+    s2 = medoid_refine_partial(xp.asarray(X), xp.asarray(M), np.array([3, 50, 200]),
+                               xp.asarray(cand), ok, metric, swap_candidates=xp.asarray(swaps),
+                               n_swap=4)
+    for key in ("swap_shared", "swap_accum", "own", "loss"):
+        np.testing.assert_allclose(s1[key], s2[key], rtol=1e-10, atol=1e-10, err_msg=key)
+    np.testing.assert_array_equal(s1["swap_next"]["row"], s2["swap_next"]["row"])
 
 
 # ---- degenerate data ---------------------------------------------------------------------

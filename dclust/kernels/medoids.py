@@ -13,6 +13,12 @@
     the candidate that serves its current members best); and the next candidates, the
     members nearest to their medoid and a random sample of members, per cluster.
 
+CuPy chunks run the same code on the device: dissimilarities by
+:func:`dclust.kernels.metrics.pairwise_distances_dense` (GEMM-based), argmin and
+partition on the device, and the swap gains summed there with a scatter-add
+(:func:`_swap_sums_dense`, tested with ``mod=numpy``); only per-row labels and distances
+and the small statistics come to the host.
+
 Every result is a dict of small NumPy arrays whose fields combine by addition or by
 keeping the top entries per cluster (:func:`per_cluster_top_combine`), so a tree
 reduction gives the same result for any grouping of the chunks.
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._xp import array_namespace, to_numpy
+from .._xp import array_namespace, is_numpy_namespace, numpy_like, to_numpy
 from .metrics import pairwise_distances
 
 __all__ = [
@@ -54,8 +60,11 @@ def _assign_xp(xp, X, M, metric, second=False):
         labs.append(to_numpy(lab).astype(np.int64))
         dists.append(to_numpy(xp.min(D, axis=1)))
         if second:
+            mod, _ = numpy_like(xp)
             if k < 2:
                 seconds.append(np.full(dists[-1].shape[0], np.inf))
+            elif mod is not None:  # NumPy or CuPy: partition where D lives
+                seconds.append(to_numpy(mod.partition(D, 1, axis=1)[:, 1]))
             else:
                 Dn = np.array(to_numpy(D), dtype=np.float64, copy=True)
                 seconds.append(np.partition(Dn, 1, axis=1)[:, 1])
@@ -269,6 +278,10 @@ def medoid_refine_partial(X, medoids, medoid_rows, candidates, candidate_ok, met
 
 def _swap_sums(xp, X, labels, dn, ds, cand, k, metric):
     """FastPAM1's swap gains of every (medoid, candidate) pair, as sums over this chunk's rows."""
+    if not is_numpy_namespace(xp):
+        mod, scatter_add = numpy_like(xp)
+        if mod is not None:
+            return _swap_sums_dense(mod, scatter_add, X, labels, dn, ds, cand, k, metric)
     n = X.shape[0]
     c = cand.shape[0]
     shared = np.zeros(c)
@@ -291,6 +304,30 @@ def _swap_sums(xp, X, labels, dn, ds, cand, k, metric):
         starts = np.flatnonzero(np.r_[True, ls[1:] != ls[:-1]])
         accum[ls[starts]] += np.add.reduceat(h[order], starts, axis=0)
     return shared, accum
+
+
+def _swap_sums_dense(mod, scatter_add, X, labels, dn, ds, cand, k, metric):
+    """:func:`_swap_sums` with whole-array operations of ``mod`` (CuPy's path): the
+    ``(rows x candidates)`` terms stay where ``X`` lives and are scatter-added per medoid;
+    only the ``k x c`` sums come back."""
+    n = X.shape[0]
+    c = cand.shape[0]
+    if not n or not c:
+        return np.zeros(c), np.zeros((k, c))
+    shared = mod.zeros(c, dtype=mod.float64)
+    accum = mod.zeros((k, c), dtype=mod.float64)
+    lab_d = mod.asarray(labels)
+    dn_d = mod.asarray(dn, dtype=mod.float64)
+    ds_d = mod.asarray(ds, dtype=mod.float64)
+    tile = _tile(c)
+    for s in range(0, n, tile):
+        e = min(s + tile, n)
+        Dc = pairwise_distances(X[s:e, ...], cand, metric)
+        dno = dn_d[s:e, None]
+        shared += mod.minimum(Dc - dno, 0.0).sum(axis=0)
+        h = mod.where(Dc < dno, 0.0, mod.minimum(Dc, ds_d[s:e, None]) - dno)
+        scatter_add(accum, lab_d[s:e], h)
+    return to_numpy(shared), to_numpy(accum)
 
 
 def _preselect(labels, key, k, size):

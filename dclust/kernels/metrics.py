@@ -17,8 +17,10 @@ rounding in the last bits):
     and 1 from anything else (scikit-learn's convention), so no NaN ever reaches a
     reduction.
 
-NumPy inputs take the fast path (BLAS and numba, releasing the GIL); any other array
-namespace (CuPy, array-api-strict) takes a portable path that the tests hold equal to it.
+NumPy inputs take the fast path (BLAS and numba, releasing the GIL). CuPy inputs take the
+device path (:func:`pairwise_distances_dense`: the same GEMM and exact recomputation of
+close pairs, with whole-array operations, tested with ``mod=numpy``). Any other array
+namespace (array-api-strict) takes a portable path. The tests hold all three equal.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .._xp import array_namespace, is_numpy_namespace
+from .._xp import array_namespace, is_numpy_namespace, numpy_like
 
-__all__ = ["METRICS", "pairwise_distances", "pairwise_distances_portable"]
+__all__ = ["METRICS", "pairwise_distances", "pairwise_distances_dense",
+           "pairwise_distances_portable"]
 
 METRICS = ("euclidean", "sqeuclidean", "manhattan", "cosine")
 
@@ -142,6 +145,9 @@ def pairwise_distances(X, Y, metric="euclidean"):
         raise ValueError(f"Unknown metric {metric!r}; expected one of {', '.join(map(repr, METRICS))}.")
     xp = array_namespace(X, Y)
     if not is_numpy_namespace(xp):
+        mod, _ = numpy_like(xp)
+        if mod is not None:
+            return pairwise_distances_dense(mod, X, Y, metric)
         return pairwise_distances_portable(X, Y, metric)
     X = np.ascontiguousarray(X, dtype=np.float64)
     Y = np.ascontiguousarray(Y, dtype=np.float64)
@@ -152,6 +158,45 @@ def pairwise_distances(X, Y, metric="euclidean"):
         _manhattan(X, Y, out)
         return out
     return _cosine(np, X, Y)
+
+
+def pairwise_distances_dense(mod, X, Y, metric="euclidean"):
+    """:func:`pairwise_distances` with whole-array operations of the NumPy-like module
+    ``mod`` (CuPy's path; no numba).
+
+    Euclidean distances by one GEMM on data centred on the mean of ``Y``, the close pairs
+    recomputed exactly (gathered, in batches), as the compiled path does; cosine by GEMM
+    on unit rows; manhattan from the differences, in tiles of rows.
+    """
+    X = X.astype(mod.float64, copy=False)
+    Y = Y.astype(mod.float64, copy=False)
+    n, d = X.shape
+    m = Y.shape[0]
+    if metric == "cosine":
+        return _cosine(array_namespace(X, Y), X, Y)
+    if metric == "manhattan":
+        tile = max(1, _PORTABLE_ELEMENTS // max(1, m * d))
+        D = mod.empty((n, m), dtype=mod.float64)
+        for s in range(0, n, tile):
+            e = min(s + tile, n)
+            D[s:e] = mod.abs(X[s:e, None, :] - Y[None, :, :]).sum(axis=2)
+        return D
+    shift = Y.mean(axis=0) if m else mod.zeros(d)
+    Xc = X - shift
+    Yc = Y - shift
+    xn = (Xc * Xc).sum(axis=1)
+    yn = (Yc * Yc).sum(axis=1)
+    G = Xc @ (-2.0 * Yc).T
+    G += xn[:, None]
+    G += yn[None, :]
+    ii, jj = mod.nonzero(G < _EXACT_BELOW * (xn[:, None] + yn[None, :]))
+    batch = max(1, _PORTABLE_ELEMENTS // max(1, d))
+    for s in range(0, int(ii.shape[0]), batch):
+        i, j = ii[s : s + batch], jj[s : s + batch]
+        diff = Xc[i] - Yc[j]
+        G[i, j] = (diff * diff).sum(axis=1)
+    G = mod.maximum(G, 0.0)
+    return G if metric == "sqeuclidean" else mod.sqrt(G)
 
 
 def pairwise_distances_portable(X, Y, metric="euclidean"):
