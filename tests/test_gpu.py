@@ -92,18 +92,85 @@ def test_auto_picks_cuda(gpu_client):
 
 
 def test_kmedoids_cuda_equals_cpu(gpu_client):
-    dclust = pytest.importorskip("dclust")
-    KMedoids = dclust.KMedoids
+    import dclust
+
     X = _blobs(20_000, 8, 5)
-    cpu = KMedoids(5, random_state=0, device="cpu").fit(X)
-    gpu = KMedoids(5, random_state=0, device="cuda").fit(X)
+    cpu = dclust.KMedoids(5, random_state=0, device="cpu", progress=False).fit(X)
+    gpu = dclust.KMedoids(5, random_state=0, device="cuda", progress=False).fit(X)
     assert gpu.inertia_ == pytest.approx(cpu.inertia_, rel=1e-4)
+    assert gpu.score(X) == pytest.approx(-gpu.inertia_, rel=1e-4)
+    np.testing.assert_allclose(gpu.transform(X[:100]), cpu.transform(X[:100]), rtol=1e-4,
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "manhattan", "cosine"])
+def test_medoid_kernels_cupy_equal_numpy(metric):
+    import cupy
+
+    from dclust.kernels.medoids import medoid_assign, medoid_cost_partial, medoid_refine_partial
+    from dclust.kernels.metrics import pairwise_distances
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5000, 8)) + 3
+    M = X[[3, 50, 200, 999]]
+    cand = np.stack([X[[1, 2]], X[[4, 5]], X[[6, 7]], X[[8, 9]]])
+    ok = np.ones((4, 2), bool)
+    swaps = X[[10, 11, 12]]
+    g = cupy.asarray
+    np.testing.assert_allclose(pairwise_distances(g(X), g(M), metric).get(),
+                               pairwise_distances(X, M, metric), rtol=1e-10, atol=1e-12)
+    lab, dist = medoid_assign(g(X), g(M), metric)
+    lab_ref, dist_ref = medoid_assign(X, M, metric)
+    np.testing.assert_array_equal(lab, lab_ref)
+    sets = np.array([[0, 1, 2, 3], [0, 0, 1, 2]])
+    np.testing.assert_allclose(medoid_cost_partial(g(X), g(M), sets, metric)["cost"],
+                               medoid_cost_partial(X, M, sets, metric)["cost"], rtol=1e-10)
+    args = (np.array([3, 50, 200, 999]),)
+    s1 = medoid_refine_partial(X, M, *args, cand, ok, metric, swap_candidates=swaps, n_swap=4)
+    s2 = medoid_refine_partial(g(X), g(M), *args, g(cand), ok, metric, swap_candidates=g(swaps),
+                               n_swap=4)
+    for key in ("loss", "size", "own", "cand_sum", "swap_shared", "swap_accum"):
+        np.testing.assert_allclose(np.asarray(s2[key]), s1[key], rtol=1e-9, atol=1e-9, err_msg=key)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sinkhorn_kernels_cupy_equal_numpy(dtype):
+    import cupy
+
+    from dclust.kernels import sinkhorn as S
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20_000, 16)).astype(dtype)
+    st = S.SinkhornState(kind="points", g=rng.normal(size=33), eps=0.05, centers=rng.normal(size=(32, 16)),
+                         scale=3.0, virtual=True, log_mass=-np.log(20_000.0), want_sums=True)
+    w = rng.random(20_000)
+    ref = S.sinkhorn_partial(X, st, w)
+    got = S.sinkhorn_partial(cupy.asarray(X), st, cupy.asarray(w))
+    rtol = 2e-5 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(S.column_log_sums(got), S.column_log_sums(ref), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(got["sums"], ref["sums"], rtol=10 * rtol, atol=1e-6)
+    lab = S.sinkhorn_assign_block(cupy.asarray(X), st, None, what="labels").get()
+    assert (lab == S.sinkhorn_assign_block(X, st, None, what="labels")).mean() > 0.999
 
 
 def test_balanced_kmeans_cuda_equals_cpu(gpu_client):
     import dclust
 
     X = _blobs(20_000, 8, 4)
-    cpu = dclust.BalancedKMeans(4, random_state=0, device="cpu").fit(X)
-    gpu = dclust.BalancedKMeans(4, random_state=0, device="cuda").fit(X)
+    kw = dict(random_state=0, progress=False, size_tolerance=0)
+    cpu = dclust.BalancedKMeans(4, device="cpu", **kw).fit(X)
+    gpu = dclust.BalancedKMeans(4, device="cuda", **kw).fit(X)
     np.testing.assert_allclose(gpu.cluster_centers_, cpu.cluster_centers_, rtol=1e-3, atol=1e-3)
+    assert gpu.inertia_ == pytest.approx(cpu.inertia_, rel=1e-3)
+    np.testing.assert_array_equal(np.bincount(np.asarray(gpu.labels_), minlength=4),
+                                  np.bincount(np.asarray(cpu.labels_), minlength=4))
+
+
+def test_sinkhorn_assign_cuda_equals_cpu(gpu_client):
+    import dclust
+
+    C = np.random.default_rng(0).random((50_000, 16))
+    cpu = dclust.sinkhorn_assign(C, reg=0.05, chunks=10_000, device="cpu")
+    gpu = dclust.sinkhorn_assign(C, reg=0.05, chunks=10_000, device="cuda")
+    np.testing.assert_allclose(gpu.potentials, cpu.potentials, rtol=1e-8, atol=1e-10)
+    np.testing.assert_array_equal(gpu.labels.compute(), cpu.labels.compute())
