@@ -331,6 +331,7 @@ def test_device_cuda_without_gpu_is_a_clear_error(problem):
     with pytest.raises(DclustValueError, match=r"device='cuda' but 2 of 2 workers have no usable "
                                                r"GPU.*pip install 'dclust\[gpu\]'"):
         dclust.sinkhorn_assign(M, device="cuda")
-    auto = dclust.sinkhorn_assign(M, reg=0.1, chunks=100)
-    cpu = dclust.sinkhorn_assign(M, reg=0.1, chunks=100, device="cpu")
+    kw = dict(reg=0.5, tol=1e-3, anneal=False, chunks=100)
+    auto = dclust.sinkhorn_assign(M, **kw)
+    cpu = dclust.sinkhorn_assign(M, device="cpu", **kw)
     np.testing.assert_array_equal(auto.potentials, cpu.potentials)
