@@ -70,16 +70,11 @@ def lloyd_aggregation(centers, n_far=N_FAR):
 
 
 def _data_chunk(X, w, ctx):
-    out = data_stats_partial(X, w, row_offset=ctx.row_offset)
-    # The largest magnitude decides whether distances can be formed in X's precision.
-    out["absmax"] = float(max(abs(float(X.max())), abs(float(X.min())))) if X.shape[0] else 0.0
-    return out
+    return data_stats_partial(X, w, row_offset=ctx.row_offset)
 
 
 def _data_combine(parts):
-    out = data_stats_combine(parts)
-    out["absmax"] = max(p["absmax"] for p in parts)
-    return out
+    return data_stats_combine(parts)
 
 
 def data_stats_aggregation():

@@ -272,3 +272,32 @@ def lloyd_chunk(gemm, X, Cm, cnorm, C, w, tile, GT, labels, sums, wsum, dist_out
         elif keep_dist:
             exact_sqdist(Xt, lab[:t], C, dist_out[s : s + t])
     return total
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def tile_moments(X, s, e, tsum, tm2):
+    """Per-feature sum and centred sum of squares of rows ``s:e`` of ``X``, in float64.
+
+    Returns the largest absolute value seen. Non-finite values are not screened here:
+    they make ``tsum`` non-finite, which the caller checks (and then takes the exact
+    path), so the two sweeps stay branch-free and vectorise.
+    """
+    d = X.shape[1]
+    absmax = 0.0
+    for f in range(d):
+        tsum[f] = 0.0
+        tm2[f] = 0.0
+    for i in range(s, e):
+        row = X[i]
+        for f in range(d):
+            v = np.float64(row[f])
+            tsum[f] += v
+            a = abs(v)
+            absmax = a if a > absmax else absmax
+    inv = 1.0 / (e - s)
+    for i in range(s, e):
+        row = X[i]
+        for f in range(d):
+            dv = np.float64(row[f]) - tsum[f] * inv
+            tm2[f] += dv * dv
+    return absmax

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._xp import array_namespace, to_numpy
+from .._xp import array_namespace, is_numpy_namespace, to_numpy
+from . import _numba
 
 __all__ = ["data_stats_partial", "data_stats_combine", "count_nonfinite"]
 
@@ -32,14 +33,30 @@ def data_stats_partial(X, sample_weight=None, *, row_offset=0):
         ``count``, ``mean`` and ``m2`` (float64 per feature, Chan's parallel form),
         ``n_nonfinite`` and ``first_nonfinite`` (global row, -1 if none), and for the
         weights ``n_bad_weight`` and ``first_bad_weight`` (negative or non-finite) and
-        ``weight_sum`` (the number of rows without weights).
+        ``weight_sum`` (the number of rows without weights), and ``absmax``, the
+        largest finite magnitude (whether distances can be formed in ``X``'s precision).
     """
     xp = array_namespace(X)
     n, d = X.shape
     count, mean, m2 = 0, np.zeros(d), np.zeros(d)
     n_bad, first_bad = 0, -1
-    for s in range(0, n, _TILE):
-        e = min(s + _TILE, n)
+    absmax = 0.0
+    fast = is_numpy_namespace(xp) and X.dtype in (np.float32, np.float64) and n > 0
+    tile = max(64, 2**16 // max(d, 1)) if fast else _TILE
+    if fast:
+        X = np.asarray(X)
+        tsum, tm2 = np.empty(d), np.empty(d)
+    for s in range(0, n, tile):
+        e = min(s + tile, n)
+        t = e - s
+        if fast:
+            # Two vectorised sweeps over a cache-resident tile; a tile holding NaN or inf
+            # (its sums are not finite) is redone by the exact path below.
+            amax = _numba.tile_moments(X, s, e, tsum, tm2)
+            if np.isfinite(tsum).all():
+                absmax = max(absmax, amax)
+                count, mean, m2 = _chan(count, mean, m2, t, tsum / t, tm2.copy())
+                continue
         Xt = xp.astype(X[s:e, :], xp.float64)
         finite = xp.isfinite(Xt)
         ok_rows = to_numpy(xp.all(finite, axis=1))
@@ -49,7 +66,7 @@ def data_stats_partial(X, sample_weight=None, *, row_offset=0):
             if first_bad < 0:
                 first_bad = row_offset + s + int(bad[0])
             Xt = xp.where(finite, Xt, xp.zeros_like(Xt))
-        t = e - s
+        absmax = max(absmax, float(xp.max(xp.abs(Xt))))
         tmean = to_numpy(xp.mean(Xt, axis=0))
         diff = Xt - xp.asarray(tmean, dtype=xp.float64)[None, :]
         tm2 = to_numpy(xp.sum(diff * diff, axis=0))
@@ -72,6 +89,7 @@ def data_stats_partial(X, sample_weight=None, *, row_offset=0):
         "n_bad_weight": n_bad_w,
         "first_bad_weight": first_bad_w,
         "weight_sum": weight_sum,
+        "absmax": absmax,
     }
 
 
@@ -105,6 +123,7 @@ def data_stats_combine(parts):
         out["n_bad_weight"] += p["n_bad_weight"]
         out["weight_sum"] += p["weight_sum"]
         out["first_bad_weight"] = _first(out["first_bad_weight"], p["first_bad_weight"])
+        out["absmax"] = max(out["absmax"], p["absmax"])
     return out
 
 
