@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -145,6 +146,7 @@ def fit_marginal(X, init, device, m, threads):
         X_work, _, _ = prepare_fit_data(X, None, "memory", device=device)
 
         def fit(iters):
+            warnings.simplefilter("ignore", dclust.ConvergenceWarning)  # tol=0 on purpose
             est = dclust.KMeans(k, init=init, max_iter=iters, tol=0, device=device, progress=False,
                                 cache="none")
             t = time.perf_counter()
