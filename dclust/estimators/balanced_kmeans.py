@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from dataclasses import replace
 
 import numpy as np
 from sklearn.base import ClusterMixin, TransformerMixin
@@ -392,16 +391,6 @@ class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
             C = np.asarray(self.cluster_centers_, dtype=np.float64)
         return SinkhornState(kind="points", g=g, eps=float(self.reg), centers=C,
                              scale=float(self.scale_), virtual=virtual)
-
-    def _check_X(self, X):
-        self._check_fitted()
-        X = as_dask_rows(X)
-        if X.shape[1] != self.cluster_centers_.shape[1]:
-            raise DclustValueError(
-                f"X has {X.shape[1]} features, but BalancedKMeans is expecting "
-                f"{self.cluster_centers_.shape[1]} features as input (the number it was fitted on)."
-            )
-        return X
 
     def _assign(self, X, what, rows=None, labels=None):
         st = self._state()

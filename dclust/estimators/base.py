@@ -9,7 +9,7 @@ import numpy as np
 
 from sklearn.base import BaseEstimator
 
-from ..exceptions import NotFittedError
+from ..exceptions import DclustValueError, NotFittedError
 from ..io.model import read_model, save_model
 from ..runtime.client import get_client
 from ..runtime.compute import cache_array, scatter_array
@@ -45,6 +45,17 @@ class DclustEstimator(BaseEstimator):
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet; call fit(X) first."
             )
+
+    def _check_X(self, X):
+        """``X`` as a row-chunked array with the fitted number of features."""
+        self._check_fitted()
+        X = as_dask_rows(X)
+        if X.shape[1] != self.cluster_centers_.shape[1]:
+            raise DclustValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.cluster_centers_.shape[1]} features as input (the number it was fitted on)."
+            )
+        return X
 
     # ---- persistence -------------------------------------------------------------
     def save(self, path, *, storage_options=None):

@@ -264,16 +264,6 @@ class KMedoids(ClusterMixin, TransformerMixin, DclustEstimator):
     def _medoids64(self):
         return np.asarray(self.cluster_centers_, dtype=np.float64)
 
-    def _check_X(self, X):
-        self._check_fitted()
-        X = as_dask_rows(X)
-        if X.shape[1] != self.cluster_centers_.shape[1]:
-            raise DclustValueError(
-                f"X has {X.shape[1]} features, but KMedoids is expecting "
-                f"{self.cluster_centers_.shape[1]} features as input (the number it was fitted on)."
-            )
-        return X
-
     def _predict_array(self, X):
         M = self._medoids64()
         device = predict_device(getattr(self, "device", "auto"), X)
