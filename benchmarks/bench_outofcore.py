@@ -1,7 +1,7 @@
 """A fit over a Zarr array several times larger than the workers' memory (cache="auto").
 
-    python benchmarks/bench_outofcore.py                          # 2 x 400 MiB, 4.2x the limits
-    python benchmarks/bench_outofcore.py --workers 2 --memory-limit 400MiB --ratio 4.2 --max-iter 3
+    python benchmarks/bench_outofcore.py                          # 2 x 512 MiB, 4.2x the limits
+    python benchmarks/bench_outofcore.py --workers 2 --memory-limit 512MiB --ratio 4.2 --max-iter 3
 
 Starts real ``dask scheduler`` / ``dask worker`` processes on 127.0.0.1 with a memory
 limit each, writes a float32 blob dataset of ``ratio`` times their total limit to Zarr
@@ -141,7 +141,7 @@ _TROUBLE = re.compile(r"Pausing worker|paused|Restarting worker|exceeded \d+% me
                       r"Worker process \d+ was killed|Nanny .* restart", re.IGNORECASE)
 
 
-def run(*, workers=2, memory_limit="400MiB", ratio=4.2, n_features=16, chunk_mib=16,
+def run(*, workers=2, memory_limit="512MiB", ratio=4.2, n_features=16, chunk_mib=16,
         n_clusters=8, max_iter=3, init="k-means||", directory=None, quiet=False):
     """Write the data, fit, and return the figures as a dict (see the module docstring)."""
     import dclust
@@ -230,7 +230,7 @@ def run(*, workers=2, memory_limit="400MiB", ratio=4.2, n_features=16, chunk_mib
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--memory-limit", default="400MiB")
+    p.add_argument("--memory-limit", default="512MiB")
     p.add_argument("--ratio", type=float, default=4.2, help="data size / total memory limit")
     p.add_argument("--features", type=int, default=16)
     p.add_argument("--chunk-mib", type=int, default=16)
