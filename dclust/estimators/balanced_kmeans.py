@@ -29,7 +29,7 @@ from ..runtime.device import check_device, predict_device, to_device_block
 from ..runtime.progress import Progress
 from ..validation import as_dask_rows, check_n_clusters, check_param, check_random_state
 from .base import DclustEstimator, prepare_fit_data, register
-from .kmeans import _require_finite
+from .base import require_finite_block as _require_finite
 
 __all__ = ["BalancedKMeans"]
 

@@ -15,13 +15,31 @@ from ..runtime.client import get_client
 from ..runtime.compute import cache_array, scatter_array
 from ..validation import DEFAULT_CHUNK_BYTES, as_dask_rows, check_sample_weight
 
-__all__ = ["DclustEstimator", "load", "register", "prepare_fit_data"]
+__all__ = ["DclustEstimator", "load", "register", "prepare_fit_data", "require_finite_block"]
 
 _REGISTRY: dict[str, type] = {}
 # Modules whose estimators load() must know even when the user has not imported them
 # (dclust imports its estimators lazily).
 _ESTIMATOR_MODULES = ("dclust.estimators.kmeans", "dclust.estimators.kmedoids",
                       "dclust.estimators.balanced_kmeans")
+
+
+def require_finite_block(X, block_info=None):
+    """Refuse NaN or inf rows of a block being labelled or transformed (``map_blocks``):
+    a label or distance computed from them would be noise."""
+    from ..exceptions import DataError
+    from ..kernels.datastats import count_nonfinite
+
+    n_bad, row = count_nonfinite(X)
+    if n_bad:
+        where = f"row {row:,}"
+        if block_info and None not in block_info:
+            loc = block_info[0]
+            where = f"chunk {loc['chunk-location'][0]}, row {loc['array-location'][0][0] + row:,}"
+        raise DataError(
+            f"X contains {n_bad:,} non-finite values, NaN or inf (first in {where}). "
+            "Clean the data before predicting."
+        )
 
 
 def register(cls):

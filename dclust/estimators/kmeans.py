@@ -19,8 +19,7 @@ from ..algorithms.kmeans import (
     lloyd_aggregation,
     safe_magnitude,
 )
-from ..exceptions import ConvergenceWarning, DataError, DclustValueError
-from ..kernels.datastats import count_nonfinite
+from ..exceptions import ConvergenceWarning, DclustValueError
 from ..kernels.distances import euclidean_distances
 from ..kernels.lloyd import nearest_center
 from ..reductions.engine import run_pass
@@ -34,25 +33,12 @@ from ..validation import (
 )
 from .._xp import to_numpy
 from ..runtime.device import check_device, predict_device, to_device_block
+from .base import require_finite_block as _require_finite
 from .base import DclustEstimator, prepare_fit_data, register
 
 __all__ = ["KMeans"]
 
 _INITS = ("k-means||", "k-means++", "random")
-
-
-def _require_finite(X, block_info=None):
-    """Refuse NaN or inf rows: a label or distance computed from them would be noise."""
-    n_bad, row = count_nonfinite(X)
-    if n_bad:
-        where = f"row {row:,}"
-        if block_info and None not in block_info:
-            loc = block_info[0]
-            where = f"chunk {loc['chunk-location'][0]}, row {loc['array-location'][0][0] + row:,}"
-        raise DataError(
-            f"X contains {n_bad:,} non-finite values, NaN or inf (first in {where}). "
-            "Clean the data before predicting."
-        )
 
 
 def _precise(X, centers):

@@ -17,33 +17,19 @@ from ..algorithms.kmedoids import (
     fasterpam_fit,
 )
 from .._xp import to_numpy
-from ..exceptions import ConvergenceWarning, DataError, DclustValueError
-from ..kernels.datastats import count_nonfinite
+from ..exceptions import ConvergenceWarning, DclustValueError
 from ..kernels.medoids import medoid_assign
 from ..kernels.metrics import METRICS, pairwise_distances
 from ..reductions.engine import run_pass
 from ..runtime.device import check_device, predict_device, to_device_block
 from ..runtime.progress import Progress
 from ..validation import as_dask_rows, check_n_clusters, check_param, check_random_state
+from .base import require_finite_block as _require_finite
 from .base import DclustEstimator, prepare_fit_data, register
 
 __all__ = ["KMedoids"]
 
 _METHODS = ("clara", "fasterpam")
-
-
-def _require_finite(X, block_info=None):
-    """Refuse NaN or inf rows: a label or distance computed from them would be noise."""
-    n_bad, row = count_nonfinite(X)
-    if n_bad:
-        where = f"row {row:,}"
-        if block_info and None not in block_info:
-            loc = block_info[0]
-            where = f"chunk {loc['chunk-location'][0]}, row {loc['array-location'][0][0] + row:,}"
-        raise DataError(
-            f"X contains {n_bad:,} non-finite values, NaN or inf (first in {where}). "
-            "Clean the data before predicting."
-        )
 
 
 def _labels_block(X, medoids, metric, device="cpu", block_info=None):
