@@ -12,6 +12,7 @@ import numba
 import numpy as np
 
 from ._blas import call_gemm
+from ._smallk import call_assign
 
 # Reassociation lets LLVM vectorise the per-row reductions over features; the loops are
 # still compiled once, so a given input always gives the same bits.
@@ -52,25 +53,17 @@ def accumulate(X, labels, C, w, sums, wsum, dist_out, far_d, far_i, far_l, row0)
     for r in range(1, R):
         if far_d[r] < far_d[m]:
             m = r
+    # Two-dimensional indexing rather than row views: numba builds a view object per
+    # row, which cost a third of this loop's time.
     for i in range(t):
         c = labels[i]
         wi = w[i] if use_w else 1.0
-        srow = sums[c]
-        crow = C[c]
-        xrow = X[i]
         dist = 0.0
-        if use_w:
-            for f in range(d):
-                x = np.float64(xrow[f])
-                diff = x - crow[f]
-                dist += diff * diff
-                srow[f] += wi * x
-        else:
-            for f in range(d):
-                x = np.float64(xrow[f])
-                diff = x - crow[f]
-                dist += diff * diff
-                srow[f] += x
+        for f in range(d):
+            x = np.float64(X[i, f])
+            diff = x - C[c, f]
+            dist += diff * diff
+            sums[c, f] += wi * x
         wsum[c] += wi
         total += wi * dist
         if keep_dist:
@@ -92,11 +85,10 @@ def exact_sqdist(X, labels, C, out):
     """``out[i] = ||X[i] - C[labels[i]]||^2`` in float64."""
     t, d = X.shape
     for i in range(t):
-        crow = C[labels[i]]
-        xrow = X[i]
+        c = labels[i]
         dist = 0.0
         for f in range(d):
-            diff = np.float64(xrow[f]) - crow[f]
+            diff = np.float64(X[i, f]) - C[c, f]
             dist += diff * diff
         out[i] = dist
 
@@ -234,7 +226,7 @@ def gemm_t_into(gemm, Xt, Cm, GT):
 
 @numba.njit(nogil=True, cache=True)
 def lloyd_chunk(gemm, X, Cm, cnorm, C, w, tile, GT, labels, sums, wsum, dist_out, far_d, far_i,
-                far_l, do_sums):
+                far_l, do_sums, small_block, small_rows, small_single, CTp, cnp):
     """Assign every row of a chunk and fold it into the Lloyd statistics, in one call.
 
     Per tile of rows and block of ``GT.shape[0]`` centres: ``GT = (-2 C_block) @
@@ -243,6 +235,11 @@ def lloyd_chunk(gemm, X, Cm, cnorm, C, w, tile, GT, labels, sums, wsum, dist_out
     the float64 segment sums, exact distances and far rows via :func:`accumulate`.
     ``labels`` and ``dist_out`` may be empty (not wanted). ``Cm`` is ``-2 C`` in ``X``'s
     dtype and ``gemm`` the address of the matching GEMM. Returns the inertia.
+
+    With few centres, ``small_block`` (non-zero) is the address of the register-blocked
+    kernel of :mod:`dclust.kernels._smallk` that labels ``small_rows`` rows at a time and
+    ``small_single`` its one-row form; ``CTp``/``cnp`` are ``-2 C`` transposed and
+    ``||c||^2``, padded to whole vectors. They replace the GEMM and the argmin.
     """
     n, d = X.shape
     k = Cm.shape[0]
@@ -258,11 +255,19 @@ def lloyd_chunk(gemm, X, Cm, cnorm, C, w, tile, GT, labels, sums, wsum, dist_out
     for s in range(0, n, tile):
         t = min(tile, n - s)
         Xt = X[s : s + t]
-        for jb in range(0, k, kb):
-            je = min(jb + kb, k)
-            G = GT[: je - jb]
-            gemm_t_into(gemm, Xt, Cm[jb:je], G)
-            argmin_cols(G, cnorm[jb:je], t, best, lab, jb, jb == 0)
+        if small_block != 0:
+            tb = (t // small_rows) * small_rows
+            call_assign(small_block, Xt.ctypes.data, tb, d, CTp.ctypes.data, cnp.ctypes.data,
+                        lab.ctypes.data)
+            if tb < t:
+                call_assign(small_single, Xt[tb:].ctypes.data, t - tb, d, CTp.ctypes.data,
+                            cnp.ctypes.data, lab[tb:].ctypes.data)
+        else:
+            for jb in range(0, k, kb):
+                je = min(jb + kb, k)
+                G = GT[: je - jb]
+                gemm_t_into(gemm, Xt, Cm[jb:je], G)
+                argmin_cols(G, cnorm[jb:je], t, best, lab, jb, jb == 0)
         if keep_labels:
             labels[s : s + t] = lab[:t]
         if do_sums:
