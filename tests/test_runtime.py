@@ -134,6 +134,30 @@ def test_embedded_cluster_started_once_and_shut_down(no_client, monkeypatch, cap
     assert client.status == "closed"
 
 
+def _worker_env(key):
+    import os
+
+    return os.environ.get(key)
+
+
+def test_embedded_cluster_leaves_this_process_threads_alone(no_client, monkeypatch):
+    """Dask's nannies set OMP/MKL/OPENBLAS_NUM_THREADS=1 for the workers; the user's
+    process keeps its own setting (else NumPy or scikit-learn here would run on one
+    thread)."""
+    import os
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    monkeypatch.setattr(rc, "local_cluster_layout", lambda *a: (1, 1))
+    client = dclust.get_client(quiet=True)
+    try:
+        assert "OMP_NUM_THREADS" not in os.environ
+        assert os.environ["OPENBLAS_NUM_THREADS"] == "2"
+        assert set(client.run(_worker_env, "OMP_NUM_THREADS").values()) == {"1"}
+    finally:
+        dclust.shutdown()
+
+
 @pytest.mark.parametrize("cores, layout", [(1, (1, 1)), (2, (1, 2)), (8, (2, 4)), (16, (4, 4))])
 def test_local_cluster_layout(cores, layout):
     assert local_cluster_layout(cores) == layout

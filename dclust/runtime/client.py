@@ -285,6 +285,29 @@ def _local_gpus() -> int:
 def _embedded_cluster():
     """A cluster sized to this machine: one worker per GPU with dask-cuda when there are
     GPUs (and dask-cuda is installed), else processes sharing the CPU cores."""
+    # Dask's nannies run in this process and set OMP/MKL/OPENBLAS_NUM_THREADS=1 in its
+    # environment before spawning workers (``distributed.nanny.pre-spawn-environ``). The
+    # workers need that; the user's own process does not: NumPy, scikit-learn or FAISS
+    # started afterwards here would run on one thread without saying so.
+    saved = {k: os.environ.get(k) for k in _pre_spawn_keys()}
+    try:
+        return _start_embedded_cluster()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _pre_spawn_keys():
+    import dask
+
+    keys = set(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    return keys | {"OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"}
+
+
+def _start_embedded_cluster():
     # A worker's own errors reach the client with the task that failed; what the worker
     # processes would log on top (lost heartbeats while shutting down) is noise here.
     quiet_logs = logging.CRITICAL
