@@ -10,7 +10,10 @@ of iterations (tol=0). The figure is the *marginal* time of an iteration: a fit 
 ``2 + m`` iterations minus a fit with 2, divided by ``m``, so start-up, data placement and
 the final labelling cancel out. Ratios are to the best peer and to this machine's limit
 for the work, ``max(2 n k d / sgemm peak, n d 4 / read bandwidth)``, both measured in
-this run. dclust runs on its embedded local cluster with the data persisted.
+this run. dclust runs on its embedded local cluster with the data persisted;
+scikit-learn and FAISS each run in a fresh Python process with the data in memory (as
+their users run them: in this process they would share the cores with the cluster's
+scheduler); dask-ml runs on the same Dask cluster as dclust.
 
 Workloads (issue 3): a = 4M x 32, k 16 (memory-bound); b = 1M x 64, k 256;
 c = 200k x 128, k 4096 (compute-bound); big = a 1 GB Zarr array written in this run
@@ -120,6 +123,45 @@ def run_faiss(Xn, C, m, repeats):
     return marginal(fit, m, repeats)
 
 
+PEERS_IN_PROCESS = ("sklearn", "faiss")
+
+
+def run_peer_subprocess(system, Xn, C, m, repeats, workdir):
+    """Time scikit-learn or FAISS in a fresh Python process, as a user would run them.
+
+    In this process they would share the cores with the embedded cluster's scheduler
+    and event loops (scikit-learn's (a) ran 1.6-2 x slower here than on its own), which
+    would flatter dclust. The data goes through a .npy file, loaded whole before timing.
+    """
+    import subprocess
+
+    data = os.path.join(workdir, "peer-X.npy")
+    init = os.path.join(workdir, "peer-C.npy")
+    np.save(data, Xn)
+    np.save(init, C)
+    try:
+        out = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--peer", system, "--peer-data", data,
+             "--peer-init", init, "--iters", str(m), "--repeats", str(repeats)],
+            check=True, capture_output=True, text=True)
+    finally:
+        for f in (data, init):
+            try:
+                os.remove(f)
+            except OSError:
+                pass
+    for line in out.stderr.splitlines():
+        log(line)
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+
+
+def peer_main(system, data, init, m, repeats):
+    Xn = np.load(data)
+    C = np.load(init)
+    sec = {"sklearn": run_sklearn, "faiss": run_faiss}[system](Xn, C, m, repeats)
+    print(json.dumps({"system": system, "seconds": sec}))
+
+
 def run_daskml(Xp, C, m, repeats):
     from dask_ml.cluster import KMeans
 
@@ -158,8 +200,8 @@ def lloyd_workload(name, n, d, k, *, m, repeats, systems, peak, bw, workdir):
     out = {"workload": name, "n": n, "d": d, "k": k, "limit_s": limit, "nbytes": n * d * 4, "systems": {}}
     runners = {
         "dclust": lambda: run_dclust(Xp, C, m, repeats),
-        "sklearn": lambda: run_sklearn(Xn, C, m, repeats),
-        "faiss": lambda: run_faiss(Xn, C, m, repeats),
+        "sklearn": lambda: run_peer_subprocess("sklearn", Xn, C, m, repeats, workdir),
+        "faiss": lambda: run_peer_subprocess("faiss", Xn, C, m, repeats, workdir),
         "dask-ml": lambda: run_daskml(Xp, C, max(2, m // 2), max(1, repeats // 2)),
     }
     for s in systems:
@@ -350,7 +392,12 @@ def main(argv=None):
     p.add_argument("--ooc-gb", type=float, default=8.0, help="size on disk of workload d")
     p.add_argument("--workdir", default=None, help="where datasets are written (default: a temp dir)")
     p.add_argument("--json", default=None, help="write all figures to this JSON file")
+    p.add_argument("--peer", choices=PEERS_IN_PROCESS, help=argparse.SUPPRESS)
+    p.add_argument("--peer-data", help=argparse.SUPPRESS)
+    p.add_argument("--peer-init", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.peer:
+        return peer_main(args.peer, args.peer_data, args.peer_init, args.iters, args.repeats)
     scale = args.scale or (8 if args.quick else 1)
     wanted = args.workloads.split(",")
     systems = [s for s in args.systems.split(",") if s]
