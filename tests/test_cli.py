@@ -177,6 +177,20 @@ def test_bad_numbers_are_user_errors(cli, blobs_zarr, tmp_path):
     assert "n_samples=0 must be >= 1" in _one_error_line(err)
 
 
+@pytest.mark.parametrize("command", ["fit", "predict", "sinkhorn-assign"])
+@pytest.mark.parametrize("value", ["0", "-5", "many"])
+def test_bad_chunk_size_is_a_usage_error(cli, blobs_zarr, tmp_path, command, value):
+    args = {
+        "fit": ("fit", "kmeans", blobs_zarr, "-k", 2, "--model", tmp_path / "m.npz"),
+        "predict": ("predict", tmp_path / "m.npz", blobs_zarr, "--labels", tmp_path / "l.zarr"),
+        "sinkhorn-assign": ("sinkhorn-assign", blobs_zarr, "--labels", tmp_path / "l.zarr"),
+    }[command]
+    status, _, err = cli(*args, "--chunk-size", value)
+    assert status == 2
+    assert f"argument --chunk-size: '{value}' must be a positive number of rows (50000)" in err
+    assert not (tmp_path / "l.zarr").exists()
+
+
 @pytest.mark.parametrize("content", [b"just some text\n", None])
 def test_predict_with_a_file_that_is_not_a_model(cli, blobs_zarr, tmp_path, content):
     bogus = tmp_path / "bogus.npz"

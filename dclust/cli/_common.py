@@ -54,6 +54,29 @@ def storage_option(text: str):
     return key, value
 
 
+def positive_rows(text: str) -> int:
+    """argparse type of ``--chunk-size``: a positive whole number of rows."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of rows (50000)")
+    return value
+
+
+def cluster_weights(text: str):
+    """argparse type of ``--cluster-weights``: ``uniform`` or comma-separated numbers."""
+    if text == "uniform":
+        return text
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 'uniform' or a comma-separated list of numbers (0.5,0.3,0.2)"
+        ) from None
+
+
 def storage_options(args) -> dict | None:
     """The ``--storage-option`` pairs as a dict (``None`` when there are none)."""
     pairs = getattr(args, "storage_option", None) or []

@@ -30,12 +30,12 @@ import pkgutil
 import time
 
 from ._common import (
-    CLIError,
     add_cluster_options,
     add_output_options,
     check_output,
     dask_client,
     fmt_shape,
+    positive_rows,
     say,
     storage_options,
 )
@@ -81,7 +81,7 @@ def register(subparsers) -> None:
                          help="where to save the fitted model (a .npz file; no pickle)")
         out.add_argument("--labels", metavar="LABELS.zarr",
                          help="also write the label of every row to this Zarr array (one more pass)")
-        out.add_argument("--chunk-size", type=int, metavar="ROWS",
+        out.add_argument("--chunk-size", type=positive_rows, metavar="ROWS",
                          help="rows per task when reading INPUT (default: a multiple of the "
                               "stored chunk near 64 MiB)")
         out.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -97,8 +97,6 @@ def run(args) -> int:
 
     module = args.fit_module
     so = storage_options(args)
-    if args.chunk_size is not None and args.chunk_size < 1:
-        raise CLIError(f"--chunk-size={args.chunk_size} must be a positive number of rows.")
     check_output(args.model, overwrite=args.overwrite, storage_options=so, what="model file")
     if args.labels:
         check_output(args.labels, overwrite=args.overwrite, storage_options=so, what="labels array")

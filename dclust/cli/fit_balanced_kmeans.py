@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import cluster_weights
+
 NAME = "balanced-kmeans"
 HELP = "k-means with cluster sizes set by optimal transport (distributed Sinkhorn)"
 DESCRIPTION = """\
@@ -20,24 +22,11 @@ examples:
 _INITS = ("k-means||", "k-means++", "random")
 
 
-def _weights(text):
-    import argparse
-
-    if text == "uniform":
-        return text
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not 'uniform' or a comma-separated list of numbers (0.5,0.3,0.2)"
-        ) from None
-
-
 def add_arguments(parser) -> None:
     g = parser.add_argument_group("balanced k-means")
     g.add_argument("-k", "--n-clusters", dest="n_clusters", type=int, required=True, metavar="K",
                    help="number of clusters")
-    g.add_argument("--cluster-weights", type=_weights, default="uniform", metavar="W",
+    g.add_argument("--cluster-weights", type=cluster_weights, default="uniform", metavar="W",
                    help="target share of each cluster: 'uniform' or K comma-separated weights "
                         "summing to 1 (default: uniform)")
     g.add_argument("--reg", type=float, default=0.05, metavar="EPS",

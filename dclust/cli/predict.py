@@ -6,12 +6,12 @@ import argparse
 import time
 
 from ._common import (
-    CLIError,
     add_cluster_options,
     add_output_options,
     check_output,
     dask_client,
     fmt_shape,
+    positive_rows,
     say,
     storage_options,
 )
@@ -37,7 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("input", metavar="INPUT", help="path or fsspec URL of a 2-D Zarr array")
     p.add_argument("--labels", required=True, metavar="LABELS.zarr",
                    help="where to write the labels (a Zarr array of int32)")
-    p.add_argument("--chunk-size", type=int, metavar="ROWS",
+    p.add_argument("--chunk-size", type=positive_rows, metavar="ROWS",
                    help="rows per task, also the labels' Zarr chunk (default: a multiple of "
                         "the stored chunk near 64 MiB)")
     add_output_options(p)
@@ -49,8 +49,6 @@ def run(args) -> int:
     import dclust
 
     so = storage_options(args)
-    if args.chunk_size is not None and args.chunk_size < 1:
-        raise CLIError(f"--chunk-size={args.chunk_size} must be a positive number of rows.")
     check_output(args.labels, overwrite=args.overwrite, storage_options=so, what="labels array")
     est = dclust.load(args.model, storage_options=so)
     X = dclust.open_array(args.input, storage_options=so, chunks=args.chunk_size or "auto")

@@ -6,12 +6,13 @@ import argparse
 import time
 
 from ._common import (
-    CLIError,
     add_cluster_options,
     add_output_options,
     check_output,
+    cluster_weights,
     dask_client,
     fmt_shape,
+    positive_rows,
     say,
     storage_options,
 )
@@ -29,17 +30,6 @@ examples:
 """
 
 
-def _weights(text):
-    if text == "uniform":
-        return text
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not 'uniform' or a comma-separated list of numbers (0.5,0.3,0.2)"
-        ) from None
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "sinkhorn-assign",
@@ -54,7 +44,7 @@ def register(subparsers) -> None:
                    help="also write the soft assignments (n x k float32)")
     p.add_argument("--scores", action="store_true",
                    help="COSTS holds scores (higher is better, e.g. logits): cost = -score")
-    p.add_argument("--cluster-weights", type=_weights, default="uniform", metavar="W",
+    p.add_argument("--cluster-weights", type=cluster_weights, default="uniform", metavar="W",
                    help="'uniform' or k comma-separated weights summing to 1 (default: uniform)")
     p.add_argument("--reg", type=float, default=0.05, metavar="EPS",
                    help="entropic regularisation, relative to the cost scale (default: 0.05)")
@@ -68,7 +58,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-iter", type=int, default=1000, metavar="N")
     p.add_argument("--tol", type=float, default=1e-6, metavar="F",
                    help="marginal error at which to stop (default: 1e-6)")
-    p.add_argument("--chunk-size", type=int, metavar="ROWS", help="rows per task")
+    p.add_argument("--chunk-size", type=positive_rows, metavar="ROWS", help="rows per task")
     add_output_options(p)
     add_cluster_options(p)
     p.set_defaults(func=run)
@@ -80,8 +70,6 @@ def run(args) -> int:
     import dclust
 
     so = storage_options(args)
-    if args.chunk_size is not None and args.chunk_size < 1:
-        raise CLIError(f"--chunk-size={args.chunk_size} must be a positive number of rows.")
     check_output(args.labels, overwrite=args.overwrite, storage_options=so, what="labels array")
     if args.soft:
         check_output(args.soft, overwrite=args.overwrite, storage_options=so, what="soft array")
