@@ -123,33 +123,23 @@ def run_faiss(Xn, C, m, repeats):
     return marginal(fit, m, repeats)
 
 
-PEERS_IN_PROCESS = ("sklearn", "faiss")
+OWN_PROCESS_PEERS = ("sklearn", "faiss")
 
 
-def run_peer_subprocess(system, Xn, C, m, repeats, workdir):
-    """Time scikit-learn or FAISS in a fresh Python process, as a user would run them.
+def run_peer_subprocess(system, data, init, m, repeats):
+    """Time scikit-learn or FAISS in a fresh Python process, as their users run them.
 
-    In this process they would share the cores with the embedded cluster's scheduler
-    and event loops (scikit-learn's (a) ran 1.6-2 x slower here than on its own), which
-    would flatter dclust. The data goes through a .npy file, loaded whole before timing.
+    ``data`` and ``init`` are .npy files (written once per workload), loaded whole before
+    timing. A fresh process also keeps them clear of anything this process has set up
+    for the Dask cluster (before dclust restored them, the nannies' OMP_NUM_THREADS=1
+    ran scikit-learn on one thread here).
     """
     import subprocess
 
-    data = os.path.join(workdir, "peer-X.npy")
-    init = os.path.join(workdir, "peer-C.npy")
-    np.save(data, Xn)
-    np.save(init, C)
-    try:
-        out = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--peer", system, "--peer-data", data,
-             "--peer-init", init, "--iters", str(m), "--repeats", str(repeats)],
-            check=True, capture_output=True, text=True)
-    finally:
-        for f in (data, init):
-            try:
-                os.remove(f)
-            except OSError:
-                pass
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--peer", system, "--peer-data", data,
+         "--peer-init", init, "--iters", str(m), "--repeats", str(repeats)],
+        check=True, capture_output=True, text=True)
     for line in out.stderr.splitlines():
         log(line)
     return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
@@ -198,10 +188,16 @@ def lloyd_workload(name, n, d, k, *, m, repeats, systems, peak, bw, workdir):
     C = np.asarray(Xn[pick] if Xn is not None else Xp[pick].compute(), dtype=np.float64)
     limit = machine.limit_seconds(n, d, k, 4, peak, bw)
     out = {"workload": name, "n": n, "d": d, "k": k, "limit_s": limit, "nbytes": n * d * 4, "systems": {}}
+    data = os.path.join(workdir, f"peer-{name}-X.npy")
+    init = os.path.join(workdir, f"peer-{name}-C.npy")
+    if Xn is not None:
+        np.save(data, Xn)
+        np.save(init, C)
+        Xn = None  # the peers read the file; this process keeps only the persisted copy
     runners = {
         "dclust": lambda: run_dclust(Xp, C, m, repeats),
-        "sklearn": lambda: run_peer_subprocess("sklearn", Xn, C, m, repeats, workdir),
-        "faiss": lambda: run_peer_subprocess("faiss", Xn, C, m, repeats, workdir),
+        "sklearn": lambda: run_peer_subprocess("sklearn", data, init, m, repeats),
+        "faiss": lambda: run_peer_subprocess("faiss", data, init, m, repeats),
         "dask-ml": lambda: run_daskml(Xp, C, max(2, m // 2), max(1, repeats // 2)),
     }
     for s in systems:
@@ -214,6 +210,9 @@ def lloyd_workload(name, n, d, k, *, m, repeats, systems, peak, bw, workdir):
         out["systems"][s] = sec
         log(f"  {name} {s:8s} {sec * 1e3:9.1f} ms/iter  ({sec / limit:.2f} x limit)")
     runners.clear()  # drop the data before the next workload
+    for f in (data, init):
+        if os.path.exists(f):
+            os.remove(f)
     gc.collect()
     return out
 
@@ -392,7 +391,7 @@ def main(argv=None):
     p.add_argument("--ooc-gb", type=float, default=8.0, help="size on disk of workload d")
     p.add_argument("--workdir", default=None, help="where datasets are written (default: a temp dir)")
     p.add_argument("--json", default=None, help="write all figures to this JSON file")
-    p.add_argument("--peer", choices=PEERS_IN_PROCESS, help=argparse.SUPPRESS)
+    p.add_argument("--peer", choices=OWN_PROCESS_PEERS, help=argparse.SUPPRESS)
     p.add_argument("--peer-data", help=argparse.SUPPRESS)
     p.add_argument("--peer-init", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

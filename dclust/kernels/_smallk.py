@@ -28,7 +28,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-__all__ = ["call_assign", "kernel_address", "lanes", "max_centres", "padded_centres",
+__all__ = ["call_assign", "kernel_address", "max_centres", "padded_centres",
            "try_kernel_address"]
 
 _LANES = {np.dtype(np.float32): 8, np.dtype(np.float64): 4}
@@ -38,10 +38,6 @@ _MAX_VECTORS = 4
 # Rows per block for each number of centre vectors: about 8 accumulators in registers,
 # leaving room for the centre vectors and the broadcast feature values.
 _ROWS = {1: 8, 2: 4, 3: 3, 4: 2}
-
-
-def lanes(dtype) -> int:
-    return _LANES[np.dtype(dtype)]
 
 
 def max_centres(dtype) -> int:
