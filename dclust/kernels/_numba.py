@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from ._blas import call_gemm
-from ._smallk import call_assign
+from ._irassign import call_assign
 
 # Reassociation lets LLVM vectorise the per-row reductions over features; the loops are
 # still compiled once, so a given input always gives the same bits.
@@ -226,7 +226,7 @@ def gemm_t_into(gemm, Xt, Cm, GT):
 
 @numba.njit(nogil=True, cache=True)
 def lloyd_chunk(gemm, X, Cm, cnorm, C, w, tile, GT, labels, sums, wsum, dist_out, far_d, far_i,
-                far_l, do_sums, small_block, small_rows, small_single, CTp, cnp):
+                far_l, do_sums, ir_block, ir_rows, ir_single, CTb, cnb, nblk):
     """Assign every row of a chunk and fold it into the Lloyd statistics, in one call.
 
     Per tile of rows and block of ``GT.shape[0]`` centres: ``GT = (-2 C_block) @
@@ -236,10 +236,11 @@ def lloyd_chunk(gemm, X, Cm, cnorm, C, w, tile, GT, labels, sums, wsum, dist_out
     ``labels`` and ``dist_out`` may be empty (not wanted). ``Cm`` is ``-2 C`` in ``X``'s
     dtype and ``gemm`` the address of the matching GEMM. Returns the inertia.
 
-    With few centres, ``small_block`` (non-zero) is the address of the register-blocked
-    kernel of :mod:`dclust.kernels._smallk` that labels ``small_rows`` rows at a time and
-    ``small_single`` its one-row form; ``CTp``/``cnp`` are ``-2 C`` transposed and
-    ``||c||^2``, padded to whole vectors. They replace the GEMM and the argmin.
+    While the centres fit a core's cache, ``ir_block`` (non-zero) is the address of the
+    register-blocked kernel of :mod:`dclust.kernels._irassign` that labels ``ir_rows``
+    rows at a time and ``ir_single`` its one-row form; ``CTb``/``cnb`` are ``-2 C`` and
+    ``||c||^2`` in its layout of ``nblk`` centre blocks. They replace the GEMM and the
+    argmin.
     """
     n, d = X.shape
     k = Cm.shape[0]
@@ -255,13 +256,13 @@ def lloyd_chunk(gemm, X, Cm, cnorm, C, w, tile, GT, labels, sums, wsum, dist_out
     for s in range(0, n, tile):
         t = min(tile, n - s)
         Xt = X[s : s + t]
-        if small_block != 0:
-            tb = (t // small_rows) * small_rows
-            call_assign(small_block, Xt.ctypes.data, tb, d, CTp.ctypes.data, cnp.ctypes.data,
-                        lab.ctypes.data)
+        if ir_block != 0:
+            tb = (t // ir_rows) * ir_rows
+            call_assign(ir_block, Xt.ctypes.data, tb, d, CTb.ctypes.data, cnb.ctypes.data,
+                        lab.ctypes.data, nblk)
             if tb < t:
-                call_assign(small_single, Xt[tb:].ctypes.data, t - tb, d, CTp.ctypes.data,
-                            cnp.ctypes.data, lab[tb:].ctypes.data)
+                call_assign(ir_single, Xt[tb:].ctypes.data, t - tb, d, CTb.ctypes.data,
+                            cnb.ctypes.data, lab[tb:].ctypes.data, nblk)
         else:
             for jb in range(0, k, kb):
                 je = min(jb + kb, k)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 from .._xp import array_namespace, is_numpy_namespace, numpy_like
-from . import _numba, _smallk
+from . import _numba, _irassign
 from ._blas import DGEMM, SGEMM
 
 __all__ = ["lloyd_partial", "nearest_center", "tile_rows"]
@@ -61,24 +61,19 @@ def _prepare_numpy(X, centers):
 
 
 def _assign_args(X, Cm, cnorm, tile):
-    """The distance-tile buffer and the small-k kernel arguments of ``lloyd_chunk``.
+    """The distance-tile buffer and the IR kernel's arguments for ``lloyd_chunk``.
 
-    With few centres the register-blocked kernel of :mod:`._smallk` labels the rows (no
-    tile buffer); otherwise its address is 0 and the GEMM path runs.
+    While the centres fit a core's cache the register-blocked kernel of :mod:`._irassign`
+    labels the rows (no tile buffer); otherwise its address is 0 and the GEMM path runs.
     """
     k, d = Cm.shape
-    addr = _smallk.try_kernel_address(X.dtype, k)
+    addr = _irassign.try_kernel_address(X.dtype, k, d)
     if addr is None:
-        none = (0, 1, 0, np.empty((0, 0), X.dtype), np.empty(0, X.dtype))
+        none = (0, 1, 0, np.empty((0, 0, 0), X.dtype), np.empty(0, X.dtype), 0)
         return (_tile_buffer(k, tile, X.dtype),) + none
-    block, rows, single = addr
-    kp = _smallk.padded_centres(k, X.dtype)
-    CTp = np.zeros((d, kp), dtype=X.dtype)
-    CTp[:, :k] = Cm.T
-    # Padding centres are infinitely far, so they are never chosen.
-    cnp = np.full(kp, np.inf, dtype=X.dtype)
-    cnp[:k] = cnorm
-    return np.empty((0, tile), X.dtype), block, rows, single, CTp, cnp
+    block, rows, single, per_block = addr
+    CT, cn = _irassign.centre_layout(Cm, cnorm, per_block)
+    return np.empty((0, tile), X.dtype), block, rows, single, CT, cn, CT.shape[0]
 
 
 def _lloyd_numpy(X, centers, w, n_far, row_offset):
@@ -92,9 +87,9 @@ def _lloyd_numpy(X, centers, w, n_far, row_offset):
     far_i = np.full(n_far, -1, dtype=np.int64)
     far_l = np.full(n_far, -1, dtype=np.int64)
     w64 = _NO_F64 if w is None else np.ascontiguousarray(w, dtype=np.float64)
-    GT, *small = _assign_args(X, Cm, cnorm, tile)
+    GT, *ir_args = _assign_args(X, Cm, cnorm, tile)
     inertia = _numba.lloyd_chunk(_gemm(X), X, Cm, cnorm, C64, w64, tile, GT, _NO_I64, sums,
-                                 wsum, _NO_F64, far_d, far_i, far_l, True, *small)
+                                 wsum, _NO_F64, far_d, far_i, far_l, True, *ir_args)
     keep = far_i >= 0
     order = np.lexsort((far_i[keep], -far_d[keep]))
     far_i = far_i[keep][order]
@@ -119,11 +114,11 @@ def _nearest_numpy(X, centers):
     n = X.shape[0]
     k = C64.shape[0]
     tile = tile_rows(k)
-    GT, *small = _assign_args(X, Cm, cnorm, tile)
+    GT, *ir_args = _assign_args(X, Cm, cnorm, tile)
     labels = np.empty(n, dtype=np.int64)
     dist = np.empty(n)
     _numba.lloyd_chunk(_gemm(X), X, Cm, cnorm, C64, _NO_F64, tile, GT, labels, _NO_SUMS, _NO_F64,
-                       dist, _NO_F64, _NO_I64, _NO_I64, False, *small)
+                       dist, _NO_F64, _NO_I64, _NO_I64, False, *ir_args)
     return labels, dist
 
 

@@ -1,0 +1,327 @@
+"""Nearest centre by a register-blocked micro-kernel written in LLVM IR.
+
+A BLAS GEMM of a tile of rows by the centres followed by an argmin runs well below the
+machine's peak when the centres are few or the features short (at k=16, d=32 OpenBLAS
+reaches about a quarter of it, at k=256, d=64 about two thirds): its inner dimension is
+short, and it packs and writes a tile that the argmin then reads back. This kernel keeps
+``R`` rows by a block of centres of distance accumulators in SIMD registers across the
+features, folds them into a running per-lane minimum and index, and writes only the
+label. It is used while all centres fit in a core's L2 cache
+(:data:`MAX_CENTRE_BYTES`); beyond that, the GEMM path's cache blocking wins. NumPy and numba cannot express that register blocking (numba's
+loop vectoriser works on innermost loops only), so the loop is generated as LLVM IR,
+compiled by llvmlite for this CPU (the same compiler numba uses), and called from the
+numba kernels through its address, like BLAS (see :mod:`dclust.kernels._blas`).
+
+The vector width in the IR is fixed (8 float32 or 4 float64 lanes); LLVM splits or
+widens it for CPUs with other SIMD widths, so the kernel is correct everywhere and fast
+where AVX2 or wider exists.
+
+Accumulation order is fixed (``||c||^2`` then features in order, by fused multiply-add),
+so a given input always gives the same labels; ties go to the lowest centre index, as
+with ``numpy.argmin``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+__all__ = ["MAX_CENTRE_BYTES", "call_assign", "centre_layout", "kernel_address",
+           "try_kernel_address"]
+
+_LANES = {np.dtype(np.float32): 8, np.dtype(np.float64): 4}
+_ELT = {np.dtype(np.float32): ("float", "f32"), np.dtype(np.float64): ("double", "f64")}
+# The centres (k x d) must fit in this many bytes (a core's L2 cache) for this kernel.
+MAX_CENTRE_BYTES = 256 * 2**10
+
+
+def _shape(k: int, L: int) -> tuple[int, int]:
+    """(vectors per centre block, rows per row block) for ``k`` centres of ``L`` lanes.
+
+    Up to 12-16 accumulators in the 16 vector registers of AVX2, leaving room for the
+    centre vectors and the broadcast feature value (measured best at k=8..512).
+    """
+    kv = -(-k // L)
+    return {1: (1, 8), 2: (2, 4), 3: (3, 4)}.get(kv, (2, 6))
+
+
+def _opaque_pointers() -> bool:
+    import llvmlite.binding as llvm
+
+    return llvm.llvm_version_info[0] >= 17
+
+
+def _generate(elt: str, sfx: str, L: int, KV: int, R: int, name: str, decls: bool = True) -> str:
+    """IR of ``void name(X*, i64 n, i64 d, CT*, cn*, i32* lab, i64 nblk)``.
+
+    ``X`` is ``n x d`` row-major. The centres come in ``nblk`` blocks of ``KB = KV*L``:
+    ``CT`` is ``nblk x d x KB`` (``-2 C`` transposed per block, zero-padded) and ``cn``
+    holds ``nblk*KB`` values of ``||c||^2`` (``+inf`` for padding). Rows
+    ``0 .. R*floor(n/R)-1`` are labelled; the caller runs the rest with ``R=1``.
+
+    Per block of R rows: for each centre block, ``R x KV`` vector accumulators run over
+    the features in registers; each lane then keeps its running minimum and the index
+    that reached it (strict ``<``, so the lowest index on ties); at the end the row's
+    minimum over lanes, and the lowest index among the lanes that hold it.
+    """
+    opaque = _opaque_pointers()
+    V = f"<{L} x {elt}>"
+    IV = f"<{L} x i32>"
+    P = "ptr" if opaque else f"{elt}*"
+    VP = "ptr" if opaque else f"{V}*"
+    IP = "ptr" if opaque else "i32*"
+    KB = KV * L
+    out = []
+    emit = out.append
+    def vec_ptr(dst, src):
+        if opaque:
+            emit(f"  {dst} = getelementptr {elt}, ptr {src}, i64 0")
+        else:
+            emit(f"  {dst} = bitcast {P} {src} to {VP}")
+    inf = "0x7FF0000000000000"  # +inf, the running minimum before any centre
+    lanes = ", ".join(f"i32 {j}" for j in range(L))
+    if decls:
+        emit(f"declare {V} @llvm.fma.v{L}{sfx}({V}, {V}, {V})")
+        emit(f"declare void @llvm.prefetch{'.p0' if opaque else '.p0i8'}({'ptr' if opaque else 'i8*'}, i32, i32, i32)")
+    emit(f"define void @{name}({P} noalias nocapture readonly %X, i64 %n, i64 %d, "
+         f"{P} noalias nocapture readonly %CT, {P} noalias nocapture readonly %cn, "
+         f"{IP} noalias nocapture %lab, i64 %nblk) {{")
+    emit("entry:")
+    emit(f"  %nb = udiv i64 %n, {R}")
+    emit("  %has = icmp ugt i64 %nb, 0")
+    emit("  %hasd = icmp ugt i64 %d, 0")
+    emit("  %go = and i1 %has, %hasd")
+    emit(f"  %blkstride = mul i64 %d, {KB}")
+    emit("  br i1 %go, label %outer, label %exit")
+    emit("outer:")
+    emit("  %b = phi i64 [0, %entry], [%bnext, %reduce]")
+    emit(f"  %i = mul i64 %b, {R}")
+    for q in range(R):
+        emit(f"  %row{q} = add i64 %i, {q}")
+        emit(f"  %off{q} = mul i64 %row{q}, %d")
+        emit(f"  %xp{q} = getelementptr {elt}, {P} %X, i64 %off{q}")
+    emit(f"  %pfs = add i64 %i, {2 * R}")
+    emit("  %pfo = mul i64 %pfs, %d")
+    emit(f"  %pfp = getelementptr {elt}, {P} %X, i64 %pfo")
+    if not opaque:
+        emit(f"  %pfp8 = bitcast {P} %pfp to i8*")
+    emit(f"  %pfn = mul i64 %d, {R * (4 if elt == 'float' else 8)}")
+    emit("  br label %pf")
+    emit("pf:")
+    emit("  %pb = phi i64 [0, %outer], [%pbn, %pf]")
+    emit(f"  %pfa = getelementptr i8, {'ptr' if opaque else 'i8*'} {'%pfp' if opaque else '%pfp8'}, i64 %pb")
+    emit(f"  call void @llvm.prefetch{'.p0' if opaque else '.p0i8'}({'ptr' if opaque else 'i8*'} %pfa, i32 0, i32 3, i32 1)")
+    emit("  %pbn = add i64 %pb, 64")
+    emit("  %pmore = icmp ult i64 %pbn, %pfn")
+    emit("  br i1 %pmore, label %pf, label %blkhead")
+    emit("blkhead:")
+    emit("  %blk = phi i64 [0, %pf], [%blknext, %blkend]")
+    for q in range(R):
+        emit(f"  %bv{q} = phi {V} [<{', '.join([elt + ' ' + inf] * L)}>, %pf], [%bvn{q}_{KV - 1}, %blkend]")
+        emit(f"  %bi{q} = phi {IV} [zeroinitializer, %pf], [%bin{q}_{KV - 1}, %blkend]")
+    emit("  %ctb = mul i64 %blk, %blkstride")
+    emit(f"  %ctblk = getelementptr {elt}, {P} %CT, i64 %ctb")
+    emit(f"  %cnb = mul i64 %blk, {KB}")
+    for v in range(KV):
+        emit(f"  %cno{v} = add i64 %cnb, {v * L}")
+        emit(f"  %cnp{v} = getelementptr {elt}, {P} %cn, i64 %cno{v}")
+        vec_ptr(f"%cnvp{v}", f"%cnp{v}")
+        emit(f"  %cnv{v} = load {V}, {VP} %cnvp{v}, align 4")
+    emit("  br label %inner")
+    emit("inner:")
+    emit("  %f = phi i64 [0, %blkhead], [%fnext, %inner]")
+    for q in range(R):
+        for v in range(KV):
+            emit(f"  %a{q}_{v} = phi {V} [%cnv{v}, %blkhead], [%an{q}_{v}, %inner]")
+    emit(f"  %ctoff = mul i64 %f, {KB}")
+    for v in range(KV):
+        emit(f"  %ctoff{v} = add i64 %ctoff, {v * L}")
+        emit(f"  %ctp{v} = getelementptr {elt}, {P} %ctblk, i64 %ctoff{v}")
+        vec_ptr(f"%ctvp{v}", f"%ctp{v}")
+        emit(f"  %ct{v} = load {V}, {VP} %ctvp{v}, align 4")
+    for q in range(R):
+        emit(f"  %xsp{q} = getelementptr {elt}, {P} %xp{q}, i64 %f")
+        emit(f"  %xs{q} = load {elt}, {P} %xsp{q}, align 4")
+        emit(f"  %xi{q} = insertelement {V} undef, {elt} %xs{q}, i32 0")
+        emit(f"  %xb{q} = shufflevector {V} %xi{q}, {V} undef, <{L} x i32> zeroinitializer")
+        for v in range(KV):
+            emit(f"  %an{q}_{v} = call {V} @llvm.fma.v{L}{sfx}({V} %xb{q}, {V} %ct{v}, {V} %a{q}_{v})")
+    emit("  %fnext = add i64 %f, 1")
+    emit("  %more = icmp ult i64 %fnext, %d")
+    emit("  br i1 %more, label %inner, label %blkend")
+    emit("blkend:")
+    emit("  %cnb32 = trunc i64 %cnb to i32")
+    for v in range(KV):
+        emit(f"  %ib{v}s = add i32 %cnb32, {v * L}")
+        emit(f"  %ib{v}i = insertelement {IV} undef, i32 %ib{v}s, i32 0")
+        emit(f"  %ib{v}b = shufflevector {IV} %ib{v}i, {IV} undef, <{L} x i32> zeroinitializer")
+        emit(f"  %ib{v} = add {IV} %ib{v}b, <{lanes}>")
+    for q in range(R):
+        pv, pi = f"%bv{q}", f"%bi{q}"
+        for v in range(KV):
+            emit(f"  %lt{q}_{v} = fcmp olt {V} %an{q}_{v}, {pv}")
+            emit(f"  %bvn{q}_{v} = select <{L} x i1> %lt{q}_{v}, {V} %an{q}_{v}, {V} {pv}")
+            emit(f"  %bin{q}_{v} = select <{L} x i1> %lt{q}_{v}, {IV} %ib{v}, {IV} {pi}")
+            pv, pi = f"%bvn{q}_{v}", f"%bin{q}_{v}"
+    emit("  %blknext = add i64 %blk, 1")
+    emit("  %bmore2 = icmp ult i64 %blknext, %nblk")
+    emit("  br i1 %bmore2, label %blkhead, label %reduce")
+    emit("reduce:")
+    for q in range(R):
+        prev = f"%bvn{q}_{KV - 1}"
+        width = L
+        step = 0
+        while width > 1:
+            width //= 2
+            idx = ", ".join(f"i32 {(j % width) + width}" for j in range(L))
+            emit(f"  %h{q}_{step} = shufflevector {V} {prev}, {V} undef, <{L} x i32> <{idx}>")
+            emit(f"  %hl{q}_{step} = fcmp olt {V} {prev}, %h{q}_{step}")
+            emit(f"  %hm{q}_{step} = select <{L} x i1> %hl{q}_{step}, {V} {prev}, {V} %h{q}_{step}")
+            prev = f"%hm{q}_{step}"
+            step += 1
+        emit(f"  %mb{q} = shufflevector {V} {prev}, {V} undef, <{L} x i32> zeroinitializer")
+        emit(f"  %eq{q} = fcmp oeq {V} %bvn{q}_{KV - 1}, %mb{q}")
+        emit(f"  %cand{q} = select <{L} x i1> %eq{q}, {IV} %bin{q}_{KV - 1}, {IV} <{', '.join(['i32 2147483647'] * L)}>")
+        prev = f"%cand{q}"
+        width = L
+        step = 0
+        while width > 1:
+            width //= 2
+            idx = ", ".join(f"i32 {(j % width) + width}" for j in range(L))
+            emit(f"  %g{q}_{step} = shufflevector {IV} {prev}, {IV} undef, <{L} x i32> <{idx}>")
+            emit(f"  %gl{q}_{step} = icmp slt {IV} {prev}, %g{q}_{step}")
+            emit(f"  %gm{q}_{step} = select <{L} x i1> %gl{q}_{step}, {IV} {prev}, {IV} %g{q}_{step}")
+            prev = f"%gm{q}_{step}"
+            step += 1
+        emit(f"  %l{q}r = extractelement {IV} {prev}, i32 0")
+        # NaN distances only (non-finite input, rejected before any pass): label 0.
+        emit(f"  %bad{q} = icmp eq i32 %l{q}r, 2147483647")
+        emit(f"  %l{q} = select i1 %bad{q}, i32 0, i32 %l{q}r")
+        emit(f"  %lp{q} = getelementptr i32, {IP} %lab, i64 %row{q}")
+        emit(f"  store i32 %l{q}, {IP} %lp{q}, align 4")
+    emit("  %bnext = add i64 %b, 1")
+    emit("  %bmore = icmp ult i64 %bnext, %nb")
+    emit("  br i1 %bmore, label %outer, label %exit")
+    emit("exit:")
+    emit("  ret void")
+    emit("}")
+    return "\n".join(out) + "\n"
+
+
+_lock = threading.Lock()
+_cache: dict = {}
+_engines: list = []  # compiled code lives as long as its engine
+
+
+def _compile(ir_text: str, names):
+    import llvmlite.binding as llvm
+
+    try:
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+    except Exception:  # newer llvmlite initialises on import  # pragma: no cover
+        pass
+    mod = llvm.parse_assembly(ir_text)
+    mod.verify()
+    target = llvm.Target.from_default_triple()
+    tm = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
+                                      features=llvm.get_host_cpu_features().flatten(), opt=3)
+    engine = llvm.create_mcjit_compiler(mod, tm)
+    engine.finalize_object()
+    _engines.append(engine)
+    return [engine.get_function_address(nm) for nm in names]
+
+
+def kernel_address(dtype, k: int, d: int) -> tuple[int, int, int, int]:
+    """``(R-row kernel, R, 1-row kernel, centres per block)`` for ``k`` centres of ``d``
+    features: addresses of compiled code, once per process and shape class.
+
+    Raises
+    ------
+    ValueError
+        The dtype is not float32/float64, or the centres do not fit
+        :data:`MAX_CENTRE_BYTES`.
+    """
+    dt = np.dtype(dtype)
+    if dt not in _LANES:
+        raise ValueError(f"the IR nearest-centre kernel takes float32 or float64, not {dt}")
+    if k < 1 or k * d * dt.itemsize > MAX_CENTRE_BYTES:
+        raise ValueError(f"the IR nearest-centre kernel takes 1 <= k*d*itemsize <= "
+                         f"{MAX_CENTRE_BYTES} bytes of centres, got k={k}, d={d} ({dt})")
+    L = _LANES[dt]
+    KV, R = _shape(k, L)
+    key = (dt.str, KV, R)
+    with _lock:
+        hit = _cache.get(key)
+        if hit is None:
+            elt, sfx = _ELT[dt]
+            ir_text = (_generate(elt, sfx, L, KV, R, "block")
+                       + _generate(elt, sfx, L, KV, 1, "single", decls=False))
+            a_block, a_single = _compile(ir_text, ("block", "single"))
+            hit = _cache[key] = (a_block, R, a_single, KV * L)
+    return hit
+
+
+def try_kernel_address(dtype, k: int, d: int):
+    """:func:`kernel_address`, or ``None`` where this kernel does not apply (too many
+    centres, another dtype), is switched off (``DCLUST_IR_ASSIGN=0``) or cannot be
+    compiled here; the caller then uses BLAS."""
+    dt = np.dtype(dtype)
+    if dt not in _LANES or not 1 <= k * d * dt.itemsize <= MAX_CENTRE_BYTES or not _enabled():
+        return None
+    try:
+        return kernel_address(dt, k, d)
+    except Exception as e:  # pragma: no cover - an LLVM without this target or feature
+        import warnings
+
+        warnings.warn(f"dclust: IR nearest-centre kernel unavailable ({type(e).__name__}: {e}); "
+                      "using BLAS", RuntimeWarning, stacklevel=2)
+        global _disabled
+        _disabled = True
+        return None
+
+
+def centre_layout(Cm, cnorm, per_block: int):
+    """``-2 C`` (``Cm``, k x d) and ``||c||^2`` in the kernel's block layout: ``CT`` of
+    shape (blocks, d, per_block), zero-padded, and ``cn`` padded with ``+inf`` (padding
+    centres are never chosen)."""
+    k, d = Cm.shape
+    nblk = -(-k // per_block)
+    padded = np.zeros((nblk * per_block, d), dtype=Cm.dtype)
+    padded[:k] = Cm
+    CT = np.ascontiguousarray(padded.reshape(nblk, per_block, d).transpose(0, 2, 1))
+    cn = np.full(nblk * per_block, np.inf, dtype=Cm.dtype)
+    cn[:k] = cnorm
+    return CT, cn
+
+
+_disabled = False
+
+
+def _enabled() -> bool:
+    import os
+
+    return not _disabled and os.environ.get("DCLUST_IR_ASSIGN", "1") != "0"
+
+
+@intrinsic
+def call_assign(typingctx, fn, X, n, d, CT, cn, lab, nblk):
+    """Call the kernel at address ``fn``: pointers as integers, counts as int64."""
+    sig = types.void(types.intp, types.uintp, types.int64, types.int64, types.uintp, types.uintp,
+                     types.uintp, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ptr = ir.IntType(8).as_pointer()
+        i64 = ir.IntType(64)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr, i64, i64, ptr, ptr, ptr, i64])
+        fptr = builder.inttoptr(args[0], fnty.as_pointer())
+        builder.call(fptr, [builder.inttoptr(args[1], ptr), args[2], args[3],
+                            builder.inttoptr(args[4], ptr), builder.inttoptr(args[5], ptr),
+                            builder.inttoptr(args[6], ptr), args[7]])
+        return context.get_dummy_value()
+
+    return sig, codegen
