@@ -1,16 +1,17 @@
 """Nearest centre by a register-blocked micro-kernel written in LLVM IR.
 
 A BLAS GEMM of a tile of rows by the centres followed by an argmin runs well below the
-machine's peak when the centres are few or the features short (at k=16, d=32 OpenBLAS
-reaches about a quarter of it, at k=256, d=64 about two thirds): its inner dimension is
-short, and it packs and writes a tile that the argmin then reads back. This kernel keeps
-``R`` rows by a block of centres of distance accumulators in SIMD registers across the
+machine's peak at the shapes k-means meets (at k=16, d=32 OpenBLAS reaches about a
+quarter of it, at k=256, d=64 about two thirds): the inner dimension is short, and the
+GEMM packs and writes a tile that the argmin then reads back. This kernel keeps ``R``
+rows by a block of 8-16 centres of distance accumulators in SIMD registers across the
 features, folds them into a running per-lane minimum and index, and writes only the
-label. It is used while all centres fit in a core's L2 cache
-(:data:`MAX_CENTRE_BYTES`); beyond that, the GEMM path's cache blocking wins. NumPy and numba cannot express that register blocking (numba's
-loop vectoriser works on innermost loops only), so the loop is generated as LLVM IR,
-compiled by llvmlite for this CPU (the same compiler numba uses), and called from the
-numba kernels through its address, like BLAS (see :mod:`dclust.kernels._blas`).
+label. Centres are taken in groups of at most :data:`GROUP_BYTES` over each tile of
+rows, so they are read from a core's cache whatever k is. NumPy and numba cannot
+express that register blocking (numba's loop vectoriser works on innermost loops
+only), so the loop is generated as LLVM IR, compiled by llvmlite for this CPU (the same
+compiler numba uses), and called from the numba kernels through its address, like BLAS
+(see :mod:`dclust.kernels._blas`). The BLAS path stays as the fallback.
 
 The vector width in the IR is fixed (8 float32 or 4 float64 lanes); LLVM splits or
 widens it for CPUs with other SIMD widths, so the kernel is correct everywhere and fast
@@ -30,13 +31,14 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-__all__ = ["MAX_CENTRE_BYTES", "call_assign", "centre_layout", "kernel_address",
+__all__ = ["GROUP_BYTES", "call_assign", "centre_layout", "kernel_address",
            "try_kernel_address"]
 
 _LANES = {np.dtype(np.float32): 8, np.dtype(np.float64): 4}
 _ELT = {np.dtype(np.float32): ("float", "f32"), np.dtype(np.float64): ("double", "f64")}
-# The centres (k x d) must fit in this many bytes (a core's L2 cache) for this kernel.
-MAX_CENTRE_BYTES = 256 * 2**10
+# Centres are run over a tile of rows in groups of at most this many bytes (about a
+# core's L2 cache), so that they are read from cache, not memory, by every row block.
+GROUP_BYTES = 256 * 2**10
 
 
 def _shape(k: int, L: int) -> tuple[int, int]:
@@ -56,12 +58,13 @@ def _opaque_pointers() -> bool:
 
 
 def _generate(elt: str, sfx: str, L: int, KV: int, R: int, name: str, decls: bool = True) -> str:
-    """IR of ``void name(X*, i64 n, i64 d, CT*, cn*, i32* lab, i64 nblk)``.
+    """IR of ``void name(X*, i64 n, i64 d, CT*, cn*, i32* lab, i64 nblk, best*)``.
 
     ``X`` is ``n x d`` row-major. The centres come in ``nblk`` blocks of ``KB = KV*L``:
     ``CT`` is ``nblk x d x KB`` (``-2 C`` transposed per block, zero-padded) and ``cn``
     holds ``nblk*KB`` values of ``||c||^2`` (``+inf`` for padding). Rows
-    ``0 .. R*floor(n/R)-1`` are labelled; the caller runs the rest with ``R=1``.
+    ``0 .. R*floor(n/R)-1`` are labelled (``lab``, and ``best`` the row's smallest
+    ``||c||^2 - 2 x.c``); the caller runs the rest with ``R=1``.
 
     Per block of R rows: for each centre block, ``R x KV`` vector accumulators run over
     the features in registers; each lane then keeps its running minimum and the index
@@ -89,7 +92,7 @@ def _generate(elt: str, sfx: str, L: int, KV: int, R: int, name: str, decls: boo
         emit(f"declare void @llvm.prefetch{'.p0' if opaque else '.p0i8'}({'ptr' if opaque else 'i8*'}, i32, i32, i32)")
     emit(f"define void @{name}({P} noalias nocapture readonly %X, i64 %n, i64 %d, "
          f"{P} noalias nocapture readonly %CT, {P} noalias nocapture readonly %cn, "
-         f"{IP} noalias nocapture %lab, i64 %nblk) {{")
+         f"{IP} noalias nocapture %lab, i64 %nblk, {P} noalias nocapture %best) {{")
     emit("entry:")
     emit(f"  %nb = udiv i64 %n, {R}")
     emit("  %has = icmp ugt i64 %nb, 0")
@@ -203,6 +206,9 @@ def _generate(elt: str, sfx: str, L: int, KV: int, R: int, name: str, decls: boo
         emit(f"  %l{q} = select i1 %bad{q}, i32 0, i32 %l{q}r")
         emit(f"  %lp{q} = getelementptr i32, {IP} %lab, i64 %row{q}")
         emit(f"  store i32 %l{q}, {IP} %lp{q}, align 4")
+        emit(f"  %bs{q} = extractelement {V} %mb{q}, i32 0")
+        emit(f"  %bp{q} = getelementptr {elt}, {P} %best, i64 %row{q}")
+        emit(f"  store {elt} %bs{q}, {P} %bp{q}, align 4")
     emit("  %bnext = add i64 %b, 1")
     emit("  %bmore = icmp ult i64 %bnext, %nb")
     emit("  br i1 %bmore, label %outer, label %exit")
@@ -236,22 +242,21 @@ def _compile(ir_text: str, names):
     return [engine.get_function_address(nm) for nm in names]
 
 
-def kernel_address(dtype, k: int, d: int) -> tuple[int, int, int, int]:
-    """``(R-row kernel, R, 1-row kernel, centres per block)`` for ``k`` centres of ``d``
-    features: addresses of compiled code, once per process and shape class.
+def kernel_address(dtype, k: int, d: int) -> tuple[int, int, int, int, int]:
+    """``(R-row kernel, R, 1-row kernel, centres per block, blocks per group)`` for ``k``
+    centres of ``d`` features: addresses of compiled code (once per process and shape
+    class) and how to cut the centres (:func:`centre_layout`, :data:`GROUP_BYTES`).
 
     Raises
     ------
     ValueError
-        The dtype is not float32/float64, or the centres do not fit
-        :data:`MAX_CENTRE_BYTES`.
+        The dtype is not float32/float64, or ``k`` or ``d`` is below 1.
     """
     dt = np.dtype(dtype)
     if dt not in _LANES:
         raise ValueError(f"the IR nearest-centre kernel takes float32 or float64, not {dt}")
-    if k < 1 or k * d * dt.itemsize > MAX_CENTRE_BYTES:
-        raise ValueError(f"the IR nearest-centre kernel takes 1 <= k*d*itemsize <= "
-                         f"{MAX_CENTRE_BYTES} bytes of centres, got k={k}, d={d} ({dt})")
+    if k < 1 or d < 1:
+        raise ValueError(f"the IR nearest-centre kernel needs k >= 1 and d >= 1, got k={k}, d={d}")
     L = _LANES[dt]
     KV, R = _shape(k, L)
     key = (dt.str, KV, R)
@@ -261,17 +266,19 @@ def kernel_address(dtype, k: int, d: int) -> tuple[int, int, int, int]:
             elt, sfx = _ELT[dt]
             ir_text = (_generate(elt, sfx, L, KV, R, "block")
                        + _generate(elt, sfx, L, KV, 1, "single", decls=False))
-            a_block, a_single = _compile(ir_text, ("block", "single"))
-            hit = _cache[key] = (a_block, R, a_single, KV * L)
-    return hit
+            hit = _cache[key] = tuple(_compile(ir_text, ("block", "single")))
+    a_block, a_single = hit
+    per_block = KV * L
+    group = max(1, GROUP_BYTES // (per_block * d * dt.itemsize))
+    return a_block, R, a_single, per_block, group
 
 
 def try_kernel_address(dtype, k: int, d: int):
-    """:func:`kernel_address`, or ``None`` where this kernel does not apply (too many
-    centres, another dtype), is switched off (``DCLUST_IR_ASSIGN=0``) or cannot be
-    compiled here; the caller then uses BLAS."""
+    """:func:`kernel_address`, or ``None`` where this kernel does not apply (another
+    dtype), is switched off (``DCLUST_IR_ASSIGN=0``) or cannot be compiled here; the
+    caller then uses BLAS."""
     dt = np.dtype(dtype)
-    if dt not in _LANES or not 1 <= k * d * dt.itemsize <= MAX_CENTRE_BYTES or not _enabled():
+    if dt not in _LANES or k < 1 or d < 1 or not _enabled():
         return None
     try:
         return kernel_address(dt, k, d)
@@ -309,19 +316,20 @@ def _enabled() -> bool:
 
 
 @intrinsic
-def call_assign(typingctx, fn, X, n, d, CT, cn, lab, nblk):
+def call_assign(typingctx, fn, X, n, d, CT, cn, lab, nblk, best):
     """Call the kernel at address ``fn``: pointers as integers, counts as int64."""
     sig = types.void(types.intp, types.uintp, types.int64, types.int64, types.uintp, types.uintp,
-                     types.uintp, types.int64)
+                     types.uintp, types.int64, types.uintp)
 
     def codegen(context, builder, signature, args):
         ptr = ir.IntType(8).as_pointer()
         i64 = ir.IntType(64)
-        fnty = ir.FunctionType(ir.VoidType(), [ptr, i64, i64, ptr, ptr, ptr, i64])
+        fnty = ir.FunctionType(ir.VoidType(), [ptr, i64, i64, ptr, ptr, ptr, i64, ptr])
         fptr = builder.inttoptr(args[0], fnty.as_pointer())
         builder.call(fptr, [builder.inttoptr(args[1], ptr), args[2], args[3],
                             builder.inttoptr(args[4], ptr), builder.inttoptr(args[5], ptr),
-                            builder.inttoptr(args[6], ptr), args[7]])
+                            builder.inttoptr(args[6], ptr), args[7],
+                            builder.inttoptr(args[8], ptr)])
         return context.get_dummy_value()
 
     return sig, codegen

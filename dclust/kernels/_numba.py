@@ -226,7 +226,7 @@ def gemm_t_into(gemm, Xt, Cm, GT):
 
 @numba.njit(nogil=True, cache=True)
 def lloyd_chunk(gemm, X, Cm, cnorm, C, w, tile, GT, labels, sums, wsum, dist_out, far_d, far_i,
-                far_l, do_sums, ir_block, ir_rows, ir_single, CTb, cnb, nblk):
+                far_l, do_sums, ir_block, ir_rows, ir_single, CTb, cnb, nblk, group):
     """Assign every row of a chunk and fold it into the Lloyd statistics, in one call.
 
     Per tile of rows and block of ``GT.shape[0]`` centres: ``GT = (-2 C_block) @
@@ -236,17 +236,21 @@ def lloyd_chunk(gemm, X, Cm, cnorm, C, w, tile, GT, labels, sums, wsum, dist_out
     ``labels`` and ``dist_out`` may be empty (not wanted). ``Cm`` is ``-2 C`` in ``X``'s
     dtype and ``gemm`` the address of the matching GEMM. Returns the inertia.
 
-    While the centres fit a core's cache, ``ir_block`` (non-zero) is the address of the
-    register-blocked kernel of :mod:`dclust.kernels._irassign` that labels ``ir_rows``
-    rows at a time and ``ir_single`` its one-row form; ``CTb``/``cnb`` are ``-2 C`` and
-    ``||c||^2`` in its layout of ``nblk`` centre blocks. They replace the GEMM and the
-    argmin.
+    With ``ir_block`` non-zero, the register-blocked kernel of
+    :mod:`dclust.kernels._irassign` at that address (``ir_rows`` rows at a time,
+    ``ir_single`` its one-row form) replaces the GEMM and the argmin; ``CTb``/``cnb``
+    are ``-2 C`` and ``||c||^2`` in its layout of ``nblk`` centre blocks, run ``group``
+    blocks at a time (as many as a core's cache holds) over each tile, the running
+    minimum kept across groups with a strict ``<`` (lowest index on ties).
     """
     n, d = X.shape
     k = Cm.shape[0]
     kb = GT.shape[0]
     lab = np.empty(tile, dtype=np.int32)
     best = np.empty(tile, dtype=GT.dtype)
+    per_block = CTb.shape[2]
+    glab = np.empty(tile if nblk > group else 0, dtype=np.int32)
+    gbest = np.empty(tile if nblk > group else 0, dtype=GT.dtype)
     keep_labels = labels.shape[0] > 0
     keep_dist = dist_out.shape[0] > 0
     use_w = w.shape[0] > 0
@@ -257,12 +261,24 @@ def lloyd_chunk(gemm, X, Cm, cnorm, C, w, tile, GT, labels, sums, wsum, dist_out
         t = min(tile, n - s)
         Xt = X[s : s + t]
         if ir_block != 0:
-            tb = (t // ir_rows) * ir_rows
-            call_assign(ir_block, Xt.ctypes.data, tb, d, CTb.ctypes.data, cnb.ctypes.data,
-                        lab.ctypes.data, nblk)
-            if tb < t:
-                call_assign(ir_single, Xt[tb:].ctypes.data, t - tb, d, CTb.ctypes.data,
-                            cnb.ctypes.data, lab[tb:].ctypes.data, nblk)
+            for g0 in range(0, nblk, group):
+                ng = min(group, nblk - g0)
+                first = g0 * per_block
+                to_lab = lab if g0 == 0 else glab
+                to_best = best if g0 == 0 else gbest
+                ct = CTb[g0:].ctypes.data
+                cn = cnb[first:].ctypes.data
+                tb = (t // ir_rows) * ir_rows
+                call_assign(ir_block, Xt.ctypes.data, tb, d, ct, cn, to_lab.ctypes.data, ng,
+                            to_best.ctypes.data)
+                if tb < t:
+                    call_assign(ir_single, Xt[tb:].ctypes.data, t - tb, d, ct, cn,
+                                to_lab[tb:].ctypes.data, ng, to_best[tb:].ctypes.data)
+                if g0 > 0:
+                    for i in range(t):
+                        if gbest[i] < best[i]:
+                            best[i] = gbest[i]
+                            lab[i] = glab[i] + first
         else:
             for jb in range(0, k, kb):
                 je = min(jb + kb, k)

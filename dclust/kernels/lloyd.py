@@ -69,11 +69,11 @@ def _assign_args(X, Cm, cnorm, tile):
     k, d = Cm.shape
     addr = _irassign.try_kernel_address(X.dtype, k, d)
     if addr is None:
-        none = (0, 1, 0, np.empty((0, 0, 0), X.dtype), np.empty(0, X.dtype), 0)
+        none = (0, 1, 0, np.empty((0, 0, 1), X.dtype), np.empty(0, X.dtype), 0, 1)
         return (_tile_buffer(k, tile, X.dtype),) + none
-    block, rows, single, per_block = addr
+    block, rows, single, per_block, group = addr
     CT, cn = _irassign.centre_layout(Cm, cnorm, per_block)
-    return np.empty((0, tile), X.dtype), block, rows, single, CT, cn, CT.shape[0]
+    return np.empty((0, tile), X.dtype), block, rows, single, CT, cn, CT.shape[0], group
 
 
 def _lloyd_numpy(X, centers, w, n_far, row_offset):
