@@ -45,6 +45,29 @@ def test_build_pass_computes_nothing_and_tree_is_log_depth():
     assert key[1] == depth
 
 
+def _scaled_chunk(X, w, ctx, scale):
+    return {"s": np.asarray(X, dtype=np.float64).sum(0) * scale[: X.shape[1]]}
+
+
+def _scaled_combine(parts):
+    return fields_combine(parts, sums=("s",))
+
+
+@pytest.mark.parametrize("state_rows", [3, 2_000_000])
+def test_pass_state_inline_when_small_else_one_task(state_rows):
+    """Small per-pass state (centres) rides in every task, sparing a round trip before
+    the chunks start; large state is held once by a task of its own. Same result."""
+    X = da.from_array(np.arange(60.0).reshape(20, 3), chunks=(5, 3))
+    scale = np.arange(1.0, state_rows + 1.0)
+    agg = Aggregation("scaled", _scaled_chunk, _scaled_combine).bind(scale)
+    graph, _ = build_pass(X, {"a": agg})
+    layer = [v for k, v in graph.layers.items() if k.startswith("dclust-pass")][0]
+    state_keys = [k for k in layer if isinstance(k, str) and k.endswith("-state")]
+    assert len(state_keys) == (0 if state_rows == 3 else 1)  # 4 tasks x 16 MB > 8 MiB
+    out = run_pass(X, {"a": agg})["a"]["s"]
+    np.testing.assert_allclose(out, np.arange(60.0).reshape(20, 3).sum(0) * scale[:3])
+
+
 def test_group_size_depends_on_chunking_only():
     assert group_size((10_000_000,) * 8, 128) == 1
     assert group_size((100,) * 10_000, 64) == 625
