@@ -3,12 +3,14 @@
 ``lloyd_partial`` reads each row of the chunk once and returns the sufficient statistics
 of a Lloyd update: per-cluster weighted sums and weights (float64), the inertia, and the
 ``n_far`` rows farthest from their centre (candidates for relocating empty clusters).
-Distances come from a GEMM with the ``||c||^2 - 2 x.c`` trick (``||x||^2`` does not change
-the argmin); the chosen centre's distance is then recomputed exactly in float64, so the
-inertia does not suffer the cancellation of the expanded form.
+Distances use the ``||c||^2 - 2 x.c`` form (``||x||^2`` does not change the argmin); the
+chosen centre's distance is then recomputed exactly in float64, so the inertia does not
+suffer the cancellation of the expanded form.
 
-NumPy chunks take a compiled fast path (BLAS GEMM into a preallocated centre-major tile,
-a vectorised argmin and the accumulation, all in one numba call that releases the GIL). CuPy chunks take the device path (one cuBLAS GEMM per
+NumPy chunks take a compiled fast path, one numba call that releases the GIL: the
+register-blocked nearest-centre kernel of :mod:`._irassign` (or, where it is off or
+cannot be compiled, a BLAS GEMM into a preallocated centre-major tile and a vectorised
+argmin), then the accumulation. CuPy chunks take the device path (one cuBLAS GEMM per
 large tile, argmin on the device, scatter-add of the sums), written against the
 NumPy-compatible API so that it is tested on NumPy where no GPU exists. Any other array
 namespace (array-api-strict) takes the portable path. The tests hold all three equal.
@@ -63,8 +65,9 @@ def _prepare_numpy(X, centers):
 def _assign_args(X, Cm, cnorm, tile):
     """The distance-tile buffer and the IR kernel's arguments for ``lloyd_chunk``.
 
-    While the centres fit a core's cache the register-blocked kernel of :mod:`._irassign`
-    labels the rows (no tile buffer); otherwise its address is 0 and the GEMM path runs.
+    The register-blocked kernel of :mod:`._irassign` labels the rows (no tile buffer);
+    where it is switched off or cannot be compiled its address is 0 and the GEMM path
+    runs.
     """
     k, d = Cm.shape
     addr = _irassign.try_kernel_address(X.dtype, k, d)
