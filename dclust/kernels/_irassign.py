@@ -17,9 +17,10 @@ The vector width in the IR is fixed (8 float32 or 4 float64 lanes); LLVM splits 
 widens it for CPUs with other SIMD widths, so the kernel is correct everywhere and fast
 where AVX2 or wider exists.
 
-Accumulation order is fixed (``||c||^2`` then features in order, by fused multiply-add),
-so a given input always gives the same labels; ties go to the lowest centre index, as
-with ``numpy.argmin``.
+Accumulation order is fixed (``||c||^2`` then features in order, by multiply-add, fused
+where the CPU has FMA: ``llvm.fmuladd``, so a CPU without it is not sent to a slow
+software FMA), so a given input on a given machine always gives the same labels; ties
+go to the lowest centre index, as with ``numpy.argmin``.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def _generate(elt: str, sfx: str, L: int, KV: int, R: int, name: str, decls: boo
     inf = "0x7FF0000000000000"  # +inf, the running minimum before any centre
     lanes = ", ".join(f"i32 {j}" for j in range(L))
     if decls:
-        emit(f"declare {V} @llvm.fma.v{L}{sfx}({V}, {V}, {V})")
+        emit(f"declare {V} @llvm.fmuladd.v{L}{sfx}({V}, {V}, {V})")
         emit(f"declare void @llvm.prefetch{'.p0' if opaque else '.p0i8'}({'ptr' if opaque else 'i8*'}, i32, i32, i32)")
     emit(f"define void @{name}({P} noalias nocapture readonly %X, i64 %n, i64 %d, "
          f"{P} noalias nocapture readonly %CT, {P} noalias nocapture readonly %cn, "
@@ -152,7 +153,7 @@ def _generate(elt: str, sfx: str, L: int, KV: int, R: int, name: str, decls: boo
         emit(f"  %xi{q} = insertelement {V} undef, {elt} %xs{q}, i32 0")
         emit(f"  %xb{q} = shufflevector {V} %xi{q}, {V} undef, <{L} x i32> zeroinitializer")
         for v in range(KV):
-            emit(f"  %an{q}_{v} = call {V} @llvm.fma.v{L}{sfx}({V} %xb{q}, {V} %ct{v}, {V} %a{q}_{v})")
+            emit(f"  %an{q}_{v} = call {V} @llvm.fmuladd.v{L}{sfx}({V} %xb{q}, {V} %ct{v}, {V} %a{q}_{v})")
     emit("  %fnext = add i64 %f, 1")
     emit("  %more = icmp ult i64 %fnext, %d")
     emit("  br i1 %more, label %inner, label %blkend")
