@@ -8,7 +8,9 @@ import os
 import dask.array as da
 import numpy as np
 
+from ._dtypes import check_dtype, float_dtype
 from .exceptions import DclustTypeError, DclustValueError
+from .io.chunking import DEFAULT_CHUNK_BYTES, row_chunk
 
 __all__ = [
     "as_dask_rows",
@@ -17,16 +19,12 @@ __all__ = [
     "check_random_state",
     "check_param",
     "default_row_chunk",
+    "DEFAULT_CHUNK_BYTES",
 ]
 
-# Row chunks of about this many bytes: big enough that per-task overhead vanishes,
-# small enough that a few per worker thread fit in memory with their temporaries.
-DEFAULT_CHUNK_BYTES = 64 * 2**20
-
-
-def default_row_chunk(n_features: int, itemsize: int, target_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
-    """Rows per chunk for a target chunk size in bytes."""
-    return max(1, int(target_bytes // max(1, n_features * itemsize)))
+# Kept under the name this module has always exported; the rule itself lives in
+# dclust.io.chunking, shared with the Zarr reader and writer.
+default_row_chunk = row_chunk
 
 
 def _shape_error(shape):
@@ -43,22 +41,6 @@ def _shape_error(shape):
     )
 
 
-def _check_dtype(dtype):
-    if dtype.kind in "biuf":
-        return
-    if dtype.kind == "c":
-        # A ValueError with scikit-learn's wording, so its estimator checks recognise it.
-        raise DclustValueError(
-            f"Complex data not supported: X has dtype {str(dtype)!r}; dclust clusters real "
-            "numbers. Split it into real features first, for example "
-            "np.hstack([X.real, X.imag])."
-        )
-    raise DclustTypeError(
-        f"X has dtype {str(dtype)!r}; dclust needs numbers (float32, float64, integers or bool). "
-        "Convert it first, for example X.astype('float32')."
-    )
-
-
 def _object_to_float(arr):
     """NumPy object arrays holding numbers (pandas often makes them) become float64."""
     try:
@@ -68,14 +50,6 @@ def _object_to_float(arr):
             f"X has dtype 'object' holding values that are not numbers ({e}); dclust needs "
             "numbers. Convert or drop those columns first, for example X.astype('float32')."
         ) from None
-
-
-def _float_dtype(dtype):
-    if dtype == np.float32 or dtype == np.float64:
-        return dtype
-    if dtype == np.float16:
-        return np.dtype(np.float32)
-    return np.dtype(np.float64)
 
 
 def as_dask_rows(X, *, name="X"):
@@ -100,7 +74,7 @@ def as_dask_rows(X, *, name="X"):
     if isinstance(X, da.Array):
         if X.ndim != 2:
             raise _shape_error(X.shape)
-        _check_dtype(X.dtype)
+        check_dtype(X.dtype)
         if not any(np.isnan(c) for c in X.chunks[0]):
             _check_size(X.shape)
         if any(np.isnan(c) for c in X.chunks[0]):
@@ -112,7 +86,7 @@ def as_dask_rows(X, *, name="X"):
                 f"{name} is chunked along features (chunks[1]={X.chunks[1]}); dclust needs whole "
                 f"rows per chunk. Rechunk with {name}.rechunk({{1: -1}})."
             )
-        target = _float_dtype(X.dtype)
+        target = float_dtype(X.dtype)
         return X if X.dtype == target else X.astype(target)
     module = type(X).__module__
     if module.startswith("scipy.sparse") or module.split(".")[0] == "sparse":
@@ -135,9 +109,9 @@ def as_dask_rows(X, *, name="X"):
         raise _shape_error(arr.shape)
     if arr.dtype == object:
         arr = _object_to_float(arr)
-    _check_dtype(arr.dtype)
+    check_dtype(arr.dtype)
     _check_size(arr.shape)
-    return arr.astype(_float_dtype(arr.dtype), copy=False)
+    return arr.astype(float_dtype(arr.dtype), copy=False)
 
 
 def _check_size(shape):

@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dclust.runtime.device import _gpu_count
+from dclust.runtime.gpus import gpu_count
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(_gpu_count() < 1, reason="needs CuPy and a CUDA GPU"),
+    pytest.mark.skipif(gpu_count() < 1, reason="needs CuPy and a CUDA GPU"),
 ]
 
 

@@ -142,7 +142,7 @@ def test_auto_chunks_multiple_of_storage_and_near_target(tmp_path, monkeypatch):
     n, d = 10_000, 8
     p = tmp_path / "a.zarr"
     _zarr(p, np.ones((n, d), np.float32), chunks=(64, d))
-    monkeypatch.setattr("dclust.validation.DEFAULT_CHUNK_BYTES", 64 * 1024)  # 2048 rows of 32 B
+    monkeypatch.setattr("dclust.io.chunking.DEFAULT_CHUNK_BYTES", 64 * 1024)  # 2048 rows of 32 B
     X = dclust.open_array(p)
     rows = X.chunks[0]
     assert rows[0] % 64 == 0
@@ -157,11 +157,11 @@ def test_auto_chunks_multiple_of_storage_and_near_target(tmp_path, monkeypatch):
 def test_auto_chunks_round_down_to_storage_chunks(tmp_path, monkeypatch):
     p = tmp_path / "a.zarr"
     _zarr(p, np.ones((5000, 10), np.float64), chunks=(300, 10))
-    monkeypatch.setattr("dclust.validation.DEFAULT_CHUNK_BYTES", 100_000)  # 1250 rows
+    monkeypatch.setattr("dclust.io.chunking.DEFAULT_CHUNK_BYTES", 100_000)  # 1250 rows
     X = dclust.open_array(p)
     assert X.chunks[0][0] == 1200  # 4 storage chunks, the largest multiple below the target
     # A target below one storage chunk still reads whole storage chunks.
-    monkeypatch.setattr("dclust.validation.DEFAULT_CHUNK_BYTES", 1000)
+    monkeypatch.setattr("dclust.io.chunking.DEFAULT_CHUNK_BYTES", 1000)
     assert dclust.open_array(p).chunks[0][0] == 300
 
 
@@ -178,7 +178,7 @@ def test_auto_row_chunk_explicit_sizes():
 def test_auto_chunks_follow_shards(tmp_path, monkeypatch):
     p = tmp_path / "s.zarr"
     _zarr(p, np.ones((4000, 4), np.float32), chunks=(10, 4), shards=(500, 4))
-    monkeypatch.setattr("dclust.validation.DEFAULT_CHUNK_BYTES", 1200 * 16)
+    monkeypatch.setattr("dclust.io.chunking.DEFAULT_CHUNK_BYTES", 1200 * 16)
     assert dclust.open_array(p).chunks[0][0] == 1000
 
 

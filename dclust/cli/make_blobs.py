@@ -50,7 +50,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..testing.datasets import make_blobs, make_blobs_array
+    from ..datasets import make_blobs, make_blobs_array
 
     so = storage_options(args)
     check_output(args.output, overwrite=args.overwrite, storage_options=so, what="output array")

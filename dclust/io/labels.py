@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import dask.array as da
-import numpy as np
-
 from .zarr_io import write_array
 
 __all__ = ["write_labels"]
@@ -26,7 +23,6 @@ def write_labels(labels, path, *, storage_options=None, overwrite=True):
     overwrite : bool, default=True
         Replace an existing array at ``path``.
     """
-    if isinstance(labels, np.ndarray):
-        labels = da.from_array(labels, chunks=(max(1, min(labels.shape[0], 1 << 22)),))
+    # NumPy labels are cut into row chunks by write_array (dclust.io.chunking's rule).
     return write_array(labels, path, storage_options=storage_options, overwrite=overwrite,
                        attributes={"dclust": {"kind": "labels"}}, fill_value=-1)

@@ -9,7 +9,9 @@ import time
 import dask.array as da
 import numpy as np
 
+from .._dtypes import check_dtype, float_dtype
 from ..exceptions import DclustValueError, StorageError
+from .chunking import row_chunk
 from .paths import atomic_output, is_url, local_path, make_store, redact
 
 __all__ = ["open_array", "from_zarr_array", "write_array", "auto_row_chunk", "ChunkReader"]
@@ -18,15 +20,10 @@ _ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
 
 
 def auto_row_chunk(shape, itemsize, storage_rows, target_bytes=None):
-    """Rows per dask chunk: a multiple of the storage chunk rows near ``target_bytes``."""
-    from ..validation import DEFAULT_CHUNK_BYTES
-
-    target = target_bytes or DEFAULT_CHUNK_BYTES
-    row_bytes = max(1, shape[1] * itemsize)
-    want = max(1, target // row_bytes)
-    storage_rows = max(1, int(storage_rows or 1))
-    rows = max(storage_rows, (want // storage_rows) * storage_rows)
-    return int(min(rows, max(shape[0], 1)))
+    """Rows per dask chunk: a multiple of the storage chunk rows near ``target_bytes``
+    (:func:`dclust.io.chunking.row_chunk` for an array of ``shape``)."""
+    return row_chunk(shape[1], itemsize, target_bytes or None, n_rows=shape[0],
+                     multiple_of=storage_rows)
 
 
 def _rows_from_chunks(chunks, shape, itemsize, storage_rows):
@@ -126,8 +123,6 @@ def from_zarr_array(z, chunks="auto", *, where=None):
     float32 (and float64) data keep their dtype; integers and booleans become float64,
     float16 becomes float32.
     """
-    from ..validation import _check_dtype, _float_dtype
-
     shown = f" at {where!r}" if where is not None else ""
     if z.ndim != 2:
         hint = ""
@@ -140,11 +135,11 @@ def from_zarr_array(z, chunks="auto", *, where=None):
             f"The Zarr array{shown} has shape {tuple(z.shape)}; dclust needs 2-D data of shape "
             f"(n_samples, n_features).{hint}"
         )
-    _check_dtype(np.dtype(z.dtype))
+    check_dtype(z.dtype)
     storage_rows = (getattr(z, "shards", None) or z.chunks)[0]
     rows = _rows_from_chunks(chunks, z.shape, z.dtype.itemsize, storage_rows)
     X = _dask_from_zarr(z, (rows, max(1, z.shape[1])), where)
-    target = _float_dtype(np.dtype(z.dtype))
+    target = float_dtype(z.dtype)
     return X if X.dtype == target else X.astype(target)
 
 
@@ -170,7 +165,7 @@ def open_array(path_or_url, *, storage_options=None, chunks="auto"):
         Passed to fsspec (credentials, endpoint, ...).
     chunks : "auto", int, tuple or dict, default="auto"
         Rows per dask chunk: ``"auto"`` picks a multiple of the stored chunk (or shard)
-        rows near 64 MiB (``dclust.validation.DEFAULT_CHUNK_BYTES``); an int is a number
+        rows near 64 MiB (``dclust.io.chunking.DEFAULT_CHUNK_BYTES``); an int is a number
         of rows, ``-1`` one chunk; of a tuple or dict only the first axis is used.
         Features are never split.
 
@@ -340,11 +335,9 @@ def write_array(x, path, *, storage_options=None, overwrite=True, attributes=Non
         x = np.asarray(x)
         if x.ndim == 0:
             raise DclustValueError(f"write_array needs an array with at least one axis; got {x!r}.")
-        from ..validation import default_row_chunk
-
         row_items = int(np.prod(x.shape[1:], dtype=np.int64)) if x.ndim > 1 else 1
-        rows = default_row_chunk(max(1, row_items), x.dtype.itemsize)
-        x = da.from_array(x, chunks=(max(1, min(rows, x.shape[0])),) + tuple(x.shape[1:]))
+        rows = row_chunk(max(1, row_items), x.dtype.itemsize, n_rows=x.shape[0])
+        x = da.from_array(x, chunks=(rows,) + tuple(x.shape[1:]))
     if x.ndim == 0:
         raise DclustValueError(f"write_array needs an array with at least one axis; got shape {x.shape}.")
     if any(np.isnan(c) for c in x.chunks[0]):

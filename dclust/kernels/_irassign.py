@@ -32,6 +32,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from ._hooks import ir_assign_enabled
+
 __all__ = ["GROUP_BYTES", "call_assign", "centre_layout", "kernel_address",
            "try_kernel_address"]
 
@@ -276,8 +278,8 @@ def kernel_address(dtype, k: int, d: int) -> tuple[int, int, int, int, int]:
 
 def try_kernel_address(dtype, k: int, d: int):
     """:func:`kernel_address`, or ``None`` where this kernel does not apply (another
-    dtype), is switched off (``DCLUST_IR_ASSIGN=0``) or cannot be compiled here; the
-    caller then uses BLAS."""
+    dtype), is switched off (by the runtime's policy, :func:`._hooks.ir_assign_enabled`:
+    ``DCLUST_IR_ASSIGN=0``) or cannot be compiled here; the caller then uses BLAS."""
     dt = np.dtype(dtype)
     if dt not in _LANES or k < 1 or d < 1 or not _enabled():
         return None
@@ -288,8 +290,8 @@ def try_kernel_address(dtype, k: int, d: int):
 
         warnings.warn(f"dclust: IR nearest-centre kernel unavailable ({type(e).__name__}: {e}); "
                       "using BLAS", RuntimeWarning, stacklevel=2)
-        global _disabled
-        _disabled = True
+        global _unavailable
+        _unavailable = True
         return None
 
 
@@ -307,13 +309,13 @@ def centre_layout(Cm, cnorm, per_block: int):
     return CT, cn
 
 
-_disabled = False
+# Set once compiling failed in this process: a fact about this machine's LLVM, so the
+# kernel stops trying (and warning) instead of failing again on every chunk.
+_unavailable = False
 
 
 def _enabled() -> bool:
-    import os
-
-    return not _disabled and os.environ.get("DCLUST_IR_ASSIGN", "1") != "0"
+    return not _unavailable and ir_assign_enabled()
 
 
 @intrinsic

@@ -37,18 +37,22 @@ overflows; the column sums are accumulated in float64 from the row-softmax value
 column whose sum over the chunk is so small that underflowed terms could matter (tiny
 ``eps`` early in the iterations) is recomputed exactly in float64 in the log domain. So
 no ``eps`` is too small.
+
+Threads: the kernels that run tile GEMMs are decorated with
+:func:`dclust.kernels._hooks.blas_scope`, under which the runtime limits BLAS to one
+thread (:mod:`dclust.runtime.threads`): the GEMMs are small and Dask already runs one
+task per core.
 """
 
 from __future__ import annotations
 
-import functools
-import threading
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 from .._xp import array_namespace, is_numpy_namespace, numpy_like, to_numpy
+from ._hooks import blas_scope
 
 __all__ = [
     "SinkhornState",
@@ -107,55 +111,6 @@ class SinkhornState:
     virtual: bool = False
     log_mass: float = 0.0
     want_sums: bool = False
-
-
-class _SingleThreadBlas:
-    """Run BLAS single-threaded while any kernel of this module runs in the process.
-
-    The tile GEMMs are small and Dask already runs one task per core; a multi-threaded
-    BLAS inside each task only oversubscribes the cores (measured here: a 1024 x 33 x 256
-    SGEMM takes 8x longer with two BLAS threads on a busy two-core machine). A process-wide
-    count keeps concurrent tasks from restoring the limit under each other.
-    """
-
-    _lock = threading.Lock()
-    _depth = 0
-    _limiter = None
-    _controller = None
-
-    @classmethod
-    def enter(cls):
-        with cls._lock:
-            if cls._depth == 0:
-                try:
-                    if cls._controller is None:
-                        from threadpoolctl import ThreadpoolController
-
-                        cls._controller = ThreadpoolController()
-                    cls._limiter = cls._controller.limit(limits=1, user_api="blas")
-                except Exception:  # pragma: no cover - threadpoolctl missing or failing
-                    cls._limiter = None
-            cls._depth += 1
-
-    @classmethod
-    def exit(cls):
-        with cls._lock:
-            cls._depth -= 1
-            if cls._depth == 0 and cls._limiter is not None:
-                cls._limiter.restore_original_limits()
-                cls._limiter = None
-
-
-def _single_thread_blas(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        _SingleThreadBlas.enter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _SingleThreadBlas.exit()
-
-    return wrapper
 
 
 # float32 exp by Cody-Waite range reduction and a degree-7 polynomial (Cephes expf):
@@ -364,7 +319,7 @@ def _nonfinite(X, row_offset, mod=np):
     return int((~ok).sum()), int(row_offset + np.flatnonzero(bad_rows)[0])
 
 
-@_single_thread_blas
+@blas_scope
 def sinkhorn_partial(X, st: SinkhornState, w=None):
     """One chunk's share of a Sinkhorn iteration.
 
@@ -553,7 +508,7 @@ def column_log_sums(stats):
 
 
 # ---- outputs once the potentials are known ------------------------------------------
-@_single_thread_blas
+@blas_scope
 def sinkhorn_assign_block(X, st: SinkhornState, w=None, *, what="labels"):
     """Per-row outputs of the final plan for one chunk.
 
@@ -691,7 +646,7 @@ def cost_stats_combine(parts):
 
 
 # ---- size repair (hard labels with exact cluster sizes) ------------------------------
-@_single_thread_blas
+@blas_scope
 def repair_partial(X, st: SinkhornState, n_margins):
     """Hard labels under prices ``st.g`` and, per cluster, its smallest margins.
 
@@ -749,7 +704,7 @@ def repair_combine(parts):
     return {"counts": counts, "margins": margins}
 
 
-@_single_thread_blas
+@blas_scope
 def candidates_partial(X, st: SinkhornState, under, want, *, row_offset=0):
     """Rows of overfull clusters that are cheapest to move into underfull ones.
 

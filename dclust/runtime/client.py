@@ -277,9 +277,9 @@ def _local_gpus() -> int:
 
     if importlib.util.find_spec("dask_cuda") is None or importlib.util.find_spec("cupy") is None:
         return 0
-    from .device import _gpu_count
+    from .gpus import gpu_count
 
-    return _gpu_count()
+    return gpu_count()
 
 
 def _embedded_cluster():

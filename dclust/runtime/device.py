@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..exceptions import DclustValueError
+from .gpus import gpu_count, gpu_free_bytes
 
 __all__ = ["DEVICES", "check_device", "resolve_device", "predict_device", "to_device",
            "to_device_block", "gpu_memory", "cupy_or_error"]
@@ -42,26 +43,6 @@ def cupy_or_error():
     return cupy
 
 
-def _gpu_count() -> int:
-    # Runs on each worker: 0 when CuPy or a CUDA device is missing.
-    try:
-        import cupy
-
-        return int(cupy.cuda.runtime.getDeviceCount())
-    except Exception:
-        return 0
-
-
-def _gpu_free_bytes() -> int:
-    try:
-        import cupy
-
-        free, _total = cupy.cuda.Device().mem_info
-        return int(free)
-    except Exception:
-        return 0
-
-
 _cache: dict = {}
 
 
@@ -70,7 +51,7 @@ def _worker_gpus(client) -> dict:
     key = (id(client), workers)
     if key not in _cache:
         _cache.clear()
-        _cache[key] = client.run(_gpu_count) if workers else {}
+        _cache[key] = client.run(gpu_count) if workers else {}
     return _cache[key]
 
 
@@ -108,7 +89,7 @@ def gpu_memory(client=None) -> int:
         from .client import get_client
 
         client = get_client()
-    return int(sum(client.run(_gpu_free_bytes).values()))
+    return int(sum(client.run(gpu_free_bytes).values()))
 
 
 def _to_cupy(block):

@@ -1,0 +1,31 @@
+"""Environment switches that change how the kernels run.
+
+The kernels never read the environment; they ask :mod:`dclust.kernels._hooks`, and
+:func:`install` answers from here. Each switch is read when asked, not once at import, so
+that setting the variable in a running process (a test, a notebook) takes effect on the
+next call.
+
+``DCLUST_IR_ASSIGN``
+    ``0`` turns off the LLVM-IR nearest-centre kernel (:mod:`dclust.kernels._irassign`);
+    the kernels then use BLAS GEMM and an argmin. Anything else, or unset, leaves it on.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..kernels import _hooks
+
+__all__ = ["IR_ASSIGN_ENV", "ir_assign_enabled", "install"]
+
+IR_ASSIGN_ENV = "DCLUST_IR_ASSIGN"
+
+
+def ir_assign_enabled() -> bool:
+    """Whether the IR nearest-centre kernel may be used: ``DCLUST_IR_ASSIGN`` is not ``"0"``."""
+    return os.environ.get(IR_ASSIGN_ENV, "1") != "0"
+
+
+def install() -> None:
+    """Make the kernels of this process follow the switches above."""
+    _hooks.set_ir_assign_switch(ir_assign_enabled)
