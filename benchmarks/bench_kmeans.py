@@ -221,6 +221,7 @@ def init_workload(n, d, k, *, peak, bw, repeats):
     """k-means|| init on workload b against the time of a Lloyd iteration, and its quality."""
     import dclust
     from dclust.algorithms.kmeans import init_centers
+    from dclust.algorithms.session import FitSession
 
     client = dclust.get_client()
     from distributed import wait
@@ -230,7 +231,8 @@ def init_workload(n, d, k, *, peak, bw, repeats):
     best = np.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
-        C, _, _ = init_centers(Xp, None, k, "k-means||", 0)
+        session = FitSession(Xp, algorithm="KMeans", place=False).open(random_state=0)
+        C = init_centers(session, k, "k-means||", 0)
         best = min(best, time.perf_counter() - t0)
     C0 = np.asarray(Xp[:k].compute(), dtype=np.float64)
     lloyd = run_dclust(Xp, C0, 3, repeats)

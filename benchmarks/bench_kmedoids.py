@@ -138,7 +138,7 @@ def main(argv=None):
     import dclust
     from distributed import wait
 
-    from dclust.algorithms.kmedoids import memory_budget
+    from dclust.runtime.memory import memory_budget
 
     info = machine.describe()
     peak = dgemm_peak()

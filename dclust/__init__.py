@@ -12,18 +12,24 @@ import importlib
 from ._version import __version__
 from .exceptions import (
     ClusterConnectionError,
-    ConvergenceWarning,
     DataError,
     DclustError,
     EmptyClusterWarning,
     ModelFormatError,
     StorageError,
 )
+from .runtime import install_policies as _install_policies
+
+# Every process that runs a kernel imports this package first (a worker unpickling a
+# kernel imports the kernel's module, hence ``dclust``), so the kernels' process-wide
+# policies (BLAS thread limit, environment switches) are installed here, on workers as
+# on the client, while the kernels themselves never import the runtime.
+_install_policies()
 
 _LAZY = {
     "KMeans": "dclust.estimators.kmeans",
     "BalancedKMeans": "dclust.estimators.balanced_kmeans",
-    "sinkhorn_assign": "dclust.algorithms.sinkhorn",
+    "sinkhorn_assign": "dclust.algorithms.sinkhorn_assign",
     "KMedoids": "dclust.estimators.kmedoids",
     "load": "dclust.estimators.base",
     "open_array": "dclust.io.zarr_io",
@@ -33,6 +39,7 @@ _LAZY = {
     "get_client": "dclust.runtime.client",
     "shutdown": "dclust.runtime.client",
     "NotFittedError": "dclust.exceptions",
+    "ConvergenceWarning": "dclust.exceptions",
 }
 
 __all__ = [

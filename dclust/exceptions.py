@@ -32,10 +32,6 @@ class ClusterConnectionError(DclustError, ConnectionError):
     """The Dask scheduler cannot be reached, or the connection was lost."""
 
 
-class ConvergenceWarning(UserWarning):
-    """An iterative algorithm stopped at ``max_iter`` before meeting its tolerance."""
-
-
 class EmptyClusterWarning(UserWarning):
     """A cluster lost all its points and its centre was moved to a far-away point."""
 
@@ -58,9 +54,30 @@ def _make_not_fitted_error():
     return NotFittedError
 
 
+def _make_convergence_warning():
+    # A subclass of scikit-learn's, so that users' warning filters and
+    # ``pytest.warns(sklearn.exceptions.ConvergenceWarning)`` catch dclust's too; built on
+    # first use for the same reason as NotFittedError.
+    from sklearn.exceptions import ConvergenceWarning as _SklearnConvergenceWarning
+
+    class ConvergenceWarning(_SklearnConvergenceWarning):
+        """An iterative algorithm stopped at ``max_iter`` before meeting its tolerance, or
+        found fewer distinct clusters than asked for.
+
+        Also a ``sklearn.exceptions.ConvergenceWarning`` (hence a ``UserWarning``).
+        """
+
+    ConvergenceWarning.__module__ = __name__
+    ConvergenceWarning.__qualname__ = "ConvergenceWarning"
+    return ConvergenceWarning
+
+
+_LAZY = {"NotFittedError": _make_not_fitted_error, "ConvergenceWarning": _make_convergence_warning}
+
+
 def __getattr__(name):
-    if name == "NotFittedError":
-        cls = _make_not_fitted_error()
-        globals()["NotFittedError"] = cls
+    if name in _LAZY:
+        cls = _LAZY[name]()
+        globals()[name] = cls
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -177,8 +177,8 @@ def test_init_nonfinite(X):
 
 def test_unknown_init(X):
     with pytest.raises(DclustValueError, match=re.escape(
-            "Unknown init 'kmeans++'; expected one of 'k-means||', 'k-means++', 'random' or an "
-            "array of shape (n_clusters, n_features).")):
+            "Unknown init 'kmeans++'; expected one of 'k-means||', 'k-means++', 'random', a "
+            "callable or an array of shape (n_clusters, n_features).")):
         km(init="kmeans++").fit(X)
 
 

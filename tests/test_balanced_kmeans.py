@@ -120,11 +120,11 @@ def test_save_load_predict(unequal_blobs, tmp_path):
     (dict(cluster_weights=[0.5, 0.5]), r"cluster_weights has shape \(2,\); expected \(3,\)"),
     (dict(cluster_weights=[0.5, 0.3, 0.3]), r"cluster_weights sums to 1.1.*off by \+0.1"),
     (dict(cluster_weights=[0.5, 0.6, -0.1]), r"cluster_weights has 1 weight\(s\) <= 0"),
-    (dict(reg=0.0), r"reg=0.0 must be a positive finite number"),
-    (dict(marginal="partial", rho=2.0), r"rho=2.0 must be in \(0, 1\]"),
+    (dict(reg=0.0), r"reg=0.0 is not valid; expected a number > 0 \(entropic regularisation"),
+    (dict(marginal="partial", rho=2.0), r"rho=2.0 is not valid; expected a number > 0 and <= 1 or None"),
     (dict(marginal="relaxed", size_tolerance=0), r"size_tolerance=0 makes the sizes exact"),
     (dict(rho_schedule="linear"), r"rho_schedule='linear' needs marginal='partial'"),
-    (dict(size_tolerance=-1), r"size_tolerance=-1 must be >= 0"),
+    (dict(size_tolerance=-1), r"size_tolerance=-1 is not valid; expected a number >= 0 or None"),
 ])
 def test_bad_parameters(unequal_blobs, kwargs, match):
     with pytest.raises(DclustValueError, match=match):

@@ -19,7 +19,7 @@ import pytest
 import zarr
 
 import dclust
-from dclust.algorithms.checkpoint import Checkpoint, CheckpointError, data_fingerprint, describe_chunks
+from dclust.io.checkpoint import Checkpoint, CheckpointError, data_fingerprint, describe_chunks
 from dclust.exceptions import DclustValueError, ModelFormatError
 from dclust.io.model import read_model
 from dclust.runtime.compute import compute_count
@@ -93,8 +93,8 @@ def test_checkpointing_does_not_change_the_result(data, reference, tmp_path):
     assert meta["kind"] == "checkpoint" and meta["estimator"] == "KMeans"
     assert state["run"] == 1 and state["work"] is None  # finished
     # Kept in float64 (the fit's own precision); the fitted attribute is in X's dtype.
-    assert arrays["best_centers"].dtype == np.float64
-    np.testing.assert_array_equal(arrays["best_centers"].astype(np.float32), reference[1].cluster_centers_)
+    assert arrays["best.centers"].dtype == np.float64
+    np.testing.assert_array_equal(arrays["best.centers"].astype(np.float32), reference[1].cluster_centers_)
 
 
 @pytest.mark.parametrize("n_init, stop_at", [(1, 6), (2, 4), (2, MI + 6)],
@@ -255,9 +255,9 @@ def test_parameter_errors(tmp_path):
     with pytest.raises(DclustValueError, match=re.escape(
             "resume=True needs checkpoint=PATH, the checkpoint file of the fit to continue.")):
         km(resume=True).fit(np.zeros((20, 2)))
-    with pytest.raises(DclustValueError, match=re.escape("resume='yes' must be True or False.")):
+    with pytest.raises(DclustValueError, match=re.escape("resume='yes' is not valid; expected True or False.")):
         km(checkpoint=str(tmp_path / "c.npz"), resume="yes").fit(np.zeros((20, 2)))
-    with pytest.raises(DclustValueError, match=re.escape("checkpoint=3 must be a path or URL")):
+    with pytest.raises(DclustValueError, match=re.escape("checkpoint=3 is not valid; expected a path or URL or None.")):
         km(checkpoint=3).fit(np.zeros((20, 2)))
 
 

@@ -170,7 +170,7 @@ def test_bad_numbers_are_user_errors(cli, blobs_zarr, tmp_path):
     status, _, err = cli("fit", "kmeans", blobs_zarr, "-k", 2, "--model", tmp_path / "m.npz",
                          "--max-iter", 0)
     assert status == 2
-    assert "max_iter=0 must be >= 1" in _one_error_line(err)
+    assert "max_iter=0 is not valid; expected an integer >= 1" in _one_error_line(err)
     status, _, err = cli("make-blobs", tmp_path / "x.zarr", "--n-samples", 0, "--n-features", 2,
                          "--centers", 2)
     assert status == 2
@@ -257,12 +257,12 @@ def test_usage_errors(cli):
 
 # ---- behaviour of the entry point ----------------------------------------------------------
 def test_unexpected_errors_keep_their_traceback(cli, blobs_zarr, tmp_path, monkeypatch):
-    from dclust.cli import fit_kmeans
+    from dclust.cli import fit as fit_module
 
-    def boom(args):
+    def boom(module, args):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(fit_kmeans, "build", boom)
+    monkeypatch.setattr(fit_module, "build", boom)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["fit", "kmeans", blobs_zarr, "-k", "2", "--model", str(tmp_path / "m.npz")])
 
@@ -315,7 +315,9 @@ def test_fit_algorithms_are_plugins():
     assert "kmeans" in found
     for module in found.values():
         assert module.__name__.startswith("dclust.cli.fit_")
-        assert callable(module.add_arguments) and callable(module.build) and module.HELP
+        assert callable(module.estimator) and module.GROUP and module.HELP
+        # Its options are the estimator's declared parameters.
+        assert module.estimator()._params
 
 
 def test_python_dash_m(monkeypatch, capsys):

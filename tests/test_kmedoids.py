@@ -381,8 +381,8 @@ def test_nan_is_refused():
     (dict(n_clusters=51), r"n_samples=50 must be >= n_clusters=51"),
     (dict(n_sampling=4), r"n_sampling=4 must be >= n_clusters=5: each CLARA sample must hold "
                          r"at least one row per medoid.*80 \+ 4 k = 100"),
-    (dict(n_sampling_iter=0), r"n_sampling_iter=0 must be >= 1"),
-    (dict(max_iter=0), r"max_iter=0 must be >= 1"),
+    (dict(n_sampling_iter=0), r"n_sampling_iter=0 is not valid; expected an integer >= 1"),
+    (dict(max_iter=0), r"max_iter=0 is not valid; expected an integer >= 1"),
 ])
 def test_bad_parameters(kwargs, match):
     X = np.random.default_rng(0).normal(size=(50, 2))

@@ -9,7 +9,8 @@ from distributed import Client, LocalCluster
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dclust.algorithms.kmeans import data_stats_aggregation, lloyd_aggregation
+from dclust.algorithms.datachecks import data_stats_aggregation
+from dclust.algorithms.kmeans import lloyd_aggregation
 from dclust.reductions.engine import Aggregation, build_pass, group_size, run_pass
 from dclust.reductions.monoids import fields_combine, top_combine
 from dclust.runtime.compute import compute_count

@@ -14,7 +14,7 @@ import zarr
 from scipy.special import logsumexp
 
 import dclust
-from dclust.algorithms.sinkhorn import integer_targets
+from dclust.algorithms.size_repair import integer_targets
 from dclust.cli.main import main
 from dclust.exceptions import ConvergenceWarning, DataError, DclustValueError
 from dclust.kernels.sinkhorn import (

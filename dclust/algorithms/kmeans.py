@@ -1,41 +1,38 @@
-"""k-means as passes: sampling init (k-means||, k-means++, random) and Lloyd iterations.
+"""k-means as an algorithm of the fit session: seeding (k-means||, k-means++, random,
+an array) and Lloyd iterations, one fused pass each.
 
-Every function here drives passes of :mod:`dclust.reductions.engine`; one pass is one
-computation on the cluster, and only the small merged statistics reach the client.
+Every pass goes through :class:`dclust.algorithms.session.FitSession`, which folds the
+data checks into the first one, saves checkpoints and reports progress.
 """
 
 from __future__ import annotations
 
 import math
-import time
 import warnings
-from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
-from ..exceptions import DataError, DclustValueError, EmptyClusterWarning
-from ..kernels.datastats import data_stats_combine, data_stats_partial
+from ..exceptions import DclustValueError, EmptyClusterWarning
 from ..kernels.lloyd import lloyd_partial
-from ..kernels.sampling import reservoir_partial
 from ..kernels.seeding import kmeans_parallel, kmeans_plusplus
-from ..reductions.engine import Aggregation, row_offsets, run_pass
-from ..reductions.monoids import fields_combine, top_combine
-from ..runtime.progress import Progress
+from ..reductions.engine import Aggregation
+from ..reductions.monoids import fields_combine
+from .datachecks import safe_magnitude, work_precision
+from .sampling import sample_rows
+from .session import Algorithm
 
 __all__ = [
-    "KMeansResult",
-    "kmeans_fit",
+    "Lloyd",
+    "INITS",
     "lloyd_aggregation",
-    "data_stats_aggregation",
-    "sample_rows",
-    "check_data_stats",
+    "init_centers",
     "check_init_array",
     "default_init_size",
-    "safe_magnitude",
-    "work_precision",
     "N_FAR",
 ]
 
+INITS = ("k-means||", "k-means++", "random")
 # Far rows kept per pass for relocating empty clusters.
 N_FAR = 32
 
@@ -51,113 +48,12 @@ def _lloyd_combine(parts, n_far):
     return fields_combine(parts, sums=_LLOYD_SUMS, top=(n_far, "far_dist", _FAR_KEYS, "far_row"))
 
 
-class _LloydCombine:
-    """Picklable ``combine`` bound to a number of far rows."""
-
-    def __init__(self, n_far):
-        self.n_far = n_far
-
-    def __call__(self, parts):
-        return _lloyd_combine(parts, self.n_far)
-
-
 def lloyd_aggregation(centers, n_far=N_FAR):
     """The fused Lloyd statistics of one pass, for the given centres."""
     n_far = int(min(n_far, centers.shape[0]))
-    return Aggregation("kmeans-lloyd", _lloyd_chunk, _LloydCombine(n_far)).bind(
+    return Aggregation("kmeans-lloyd", _lloyd_chunk, partial(_lloyd_combine, n_far=n_far)).bind(
         np.ascontiguousarray(centers, dtype=np.float64), n_far
     )
-
-
-def _data_chunk(X, w, ctx):
-    return data_stats_partial(X, w, row_offset=ctx.row_offset)
-
-
-def _data_combine(parts):
-    return data_stats_combine(parts)
-
-
-def data_stats_aggregation():
-    """Finiteness, weights, per-feature moments and the largest magnitude, folded into a first pass."""
-    return Aggregation("data-stats", _data_chunk, _data_combine)
-
-
-def safe_magnitude(dtype, n_features) -> float:
-    """Largest ``|x|`` for which the kernels' ``||c||^2 - 2 x.c`` cannot overflow ``dtype``.
-
-    With every value and centre coordinate at most ``M`` in magnitude, each term is at
-    most ``2 d M^2``; a margin of 4 covers their sum and the row norms of ``transform``.
-    """
-    return math.sqrt(float(np.finfo(dtype).max) / (8.0 * max(int(n_features), 1)))
-
-
-def work_precision(data_stats, X):
-    """The dtype the passes compute in: ``X``'s, or float64 when float32 squares would overflow.
-
-    float32 data with values beyond :func:`safe_magnitude` (about 1e18) would give
-    infinite distances and wrong labels in float32 arithmetic; they are clustered in
-    float64 instead (each chunk is converted on the fly, the data is read once).
-    """
-    dtype = np.dtype(X.dtype)
-    if dtype == np.float32 and data_stats.get("absmax", 0.0) > safe_magnitude(dtype, X.shape[1]):
-        return np.dtype(np.float64)
-    return dtype
-
-
-class _SampleChunk:
-    def __init__(self, m, seed, n_total):
-        self.m, self.seed, self.n_total = m, seed, n_total
-
-    def __call__(self, X, w, ctx):
-        cap = min(self.m, int(2 * self.m * ctx.n_rows / max(self.n_total, 1)) + 64 + self.m // 64)
-        return reservoir_partial(
-            X, w, self.m, self.seed, block_id=ctx.block_id, row_offset=ctx.row_offset, cap=cap
-        )
-
-
-class _SampleCombine:
-    def __init__(self, m):
-        self.m = m
-
-    def __call__(self, parts):
-        return top_combine(parts, self.m, "key", ("key", "row", "x", "weight"), "row")
-
-
-def sample_aggregation(m, seed, n_total):
-    """A weighted sample of ``m`` rows without replacement (A-Res, seeded per chunk)."""
-    return Aggregation("sample-rows", _SampleChunk(m, seed, n_total), _SampleCombine(m))
-
-
-def check_data_stats(stats, X):
-    """Raise on non-finite values or bad weights found by the first pass."""
-    offsets = row_offsets(X.chunks[0])
-    if stats["n_nonfinite"]:
-        row = int(stats["first_nonfinite"])
-        chunk = int(np.searchsorted(offsets, row, side="right") - 1)
-        raise DataError(
-            f"X contains {stats['n_nonfinite']:,} non-finite values, NaN or inf (first in chunk {chunk}, "
-            f"row {row:,}). Clean the data first, for example keep the rows where "
-            "da.isfinite(X).all(axis=1)."
-        )
-    if stats["n_bad_weight"]:
-        row = int(stats["first_bad_weight"])
-        raise DclustValueError(
-            f"sample_weight has {stats['n_bad_weight']:,} negative or non-finite values "
-            f"(first at row {row:,}); weights must be finite and >= 0."
-        )
-    absmax = float(stats.get("absmax", 0.0))
-    limit = safe_magnitude(np.float64, X.shape[1])
-    if absmax > limit:
-        raise DataError(
-            f"X holds values as large as {absmax:.3g} in magnitude; with {X.shape[1]} feature(s) "
-            f"squared distances overflow float64 beyond about {limit:.3g}, so every distance would "
-            f"be infinite. Rescale the data first, for example X / {10.0 ** math.floor(math.log10(absmax)):.0e}."
-        )
-    if stats["weight_sum"] <= 0:
-        raise DclustValueError(
-            "sample_weight is zero everywhere; at least one row needs a positive weight. "
-            "Pass sample_weight=None to weigh every row equally."
-        )
 
 
 def default_init_size(n_samples, n_clusters):
@@ -170,36 +66,6 @@ def default_init_size(n_samples, n_clusters):
     return int(min(n_samples, max(50_000, 32 * n_clusters)))
 
 
-def sample_rows(X, w, m, seed, *, split_every=None, with_data_stats=True):
-    """One pass drawing ``m`` rows (weighted, without replacement); also checks the data.
-
-    Returns
-    -------
-    sample : dict with ``x`` (rows), ``row`` (global indices), ``weight``.
-    data_stats : dict or None
-    """
-    aggs = {"sample": sample_aggregation(m, seed, X.shape[0])}
-    if with_data_stats:
-        aggs["data"] = data_stats_aggregation()
-    res = run_pass(X, aggs, sample_weight=w, split_every=split_every, name="kmeans-sample")
-    if with_data_stats:
-        check_data_stats(res["data"], X)
-    return res["sample"], res.get("data")
-
-
-@dataclass
-class KMeansResult:
-    centers: np.ndarray
-    inertia: float
-    n_iter: int
-    converged: bool
-    n_passes: int
-    init_inertia: float
-    n_nonempty: int
-    data_stats: dict = field(repr=False, default=None)
-    timings: dict = field(default_factory=dict)
-
-
 def _tolerance(data_stats, tol):
     if tol == 0:
         return 0.0
@@ -207,40 +73,45 @@ def _tolerance(data_stats, tol):
     return float(np.mean(var) * tol)
 
 
-def check_init_array(init, n_clusters, n_features):
+def check_init_array(init, n_clusters, n_features, what="init"):
     """An init array as float64 of shape (n_clusters, n_features), finite, or a clear error."""
     C = np.array(init, dtype=np.float64)
     if C.shape != (n_clusters, n_features):
+        shape = "an init array" if what == "init" else what
         raise DclustValueError(
-            f"init has shape {C.shape}; an init array must have shape (n_clusters, n_features) "
+            f"{what} has shape {C.shape}; {shape} must have shape (n_clusters, n_features) "
             f"= ({n_clusters}, {n_features})."
         )
     if not np.isfinite(C).all():
-        raise DclustValueError("init contains NaN or infinite values; every initial centre must be finite.")
+        raise DclustValueError(f"{what} contains NaN or infinite values; every initial centre "
+                               "must be finite.")
     return C
 
 
-def init_centers(X, w, n_clusters, init, seed, *, init_size=None, oversampling_factor=2.0,
-                 n_rounds=5, split_every=None):
-    """Initial centres, plus the data statistics when the init made the first pass.
+def init_centers(session, n_clusters, init, seed, *, init_size=None, oversampling_factor=2.0,
+                 n_rounds=5):
+    """Initial centres (float64); a string ``init`` draws its sample in one pass.
 
-    Returns
-    -------
-    centers : ndarray of shape (n_clusters, n_features), float64
-    data_stats : dict or None
-    n_passes : int
+    Parameters
+    ----------
+    session : FitSession
+    n_clusters : int
+    init : {"k-means||", "k-means++", "random"}, ndarray or callable
+        A callable is called as ``init(sample, n_clusters, random_state)`` on the
+        sample of ``init_size`` rows (scikit-learn calls it on ``X``).
+    seed : int
     """
-    n, d = X.shape
-    if not isinstance(init, str):
-        return check_init_array(init, n_clusters, d), None, 0
+    n, d = session.n_samples, session.n_features
+    if isinstance(init, np.ndarray):
+        return check_init_array(init, n_clusters, d)
     rng = np.random.default_rng([seed, 7])
-    if init == "random":
+    if isinstance(init, str) and init == "random":
         m = n_clusters
     else:
         m = int(init_size) if init_size is not None else default_init_size(n, n_clusters)
         m = max(min(m, n), n_clusters)
-    sample, data_stats = sample_rows(X, w, m, seed, split_every=split_every)
-    rows = np.ascontiguousarray(sample["x"], dtype=work_precision(data_stats, X))
+    sample = sample_rows(session, m, seed, name="kmeans-sample")
+    rows = np.ascontiguousarray(sample["x"], dtype=session.work_dtype)
     if rows.shape[0] < n_clusters:
         raise DclustValueError(
             f"Only {rows.shape[0]} rows have a positive sample_weight, fewer than "
@@ -249,7 +120,10 @@ def init_centers(X, w, n_clusters, init, seed, *, init_size=None, oversampling_f
     # A sample smaller than X is drawn in proportion to the weights, so its rows count
     # once each; when it is all of X the weights must be applied here instead.
     ones = np.asarray(sample["weight"]) if m >= n else np.ones(rows.shape[0])
-    if init == "random":
+    if callable(init):
+        C = check_init_array(init(rows, n_clusters, np.random.RandomState(seed % 2**32)),
+                             n_clusters, d, what="the init callable's result")
+    elif init == "random":
         C = rows[:n_clusters].astype(np.float64)
     elif init == "k-means++":
         C, _ = kmeans_plusplus(rows, n_clusters, ones, rng)
@@ -257,7 +131,7 @@ def init_centers(X, w, n_clusters, init, seed, *, init_size=None, oversampling_f
         C, _ = kmeans_parallel(
             rows, n_clusters, ones, rng, oversampling_factor=oversampling_factor, n_rounds=n_rounds
         )
-    return np.ascontiguousarray(C, dtype=np.float64), data_stats, 1
+    return np.ascontiguousarray(C, dtype=np.float64)
 
 
 def _update_centers(stats, centers):
@@ -268,9 +142,12 @@ def _update_centers(stats, centers):
     moved = 0
     if empty.size:
         far_x, far_w, far_lab = stats["far_x"], stats["far_weight"], stats["far_label"]
+        far_d = stats["far_dist"]
         for j, new_id in enumerate(empty[: far_x.shape[0]]):
             x, wf, old = far_x[j], far_w[j], int(far_lab[j])
-            if wf <= 0:
+            # A row at distance 0 from its centre (duplicate points) would only make a
+            # second copy of that centre: the cluster stays empty, as scikit-learn's does.
+            if wf <= 0 or not far_d[j] > 0:
                 continue
             sums[old] -= x * wf
             wsum[old] -= wf
@@ -283,157 +160,82 @@ def _update_centers(stats, centers):
     return new, int(empty.size), moved
 
 
-def kmeans_fit(X, w, n_clusters, *, init="k-means||", max_iter=300, tol=1e-4, seed=0,
-               init_size=None, oversampling_factor=2.0, n_init_rounds=5, split_every=None,
-               progress=None, data_stats=None, resume=None, on_iteration=None, on_data_stats=None):
-    """One k-means run (init + Lloyd) over a row-chunked dask array.
+class Lloyd(Algorithm):
+    """One k-means run: an initialisation, then Lloyd iterations (one fused pass each).
 
-    Parameters
-    ----------
-    X : dask.array.Array, row-chunked, float.
-    w : dask.array.Array or None, chunked like X's rows.
-    n_clusters : int
-    init : {"k-means||", "k-means++", "random"} or ndarray
-    max_iter : int
-    tol : float
-        Relative to the mean per-feature variance, as in scikit-learn.
-    seed : int
-    data_stats : dict, optional
-        Statistics from an earlier pass (skips folding them into this run's first pass).
-    resume : dict, optional
-        A loop state handed to ``on_iteration`` by an interrupted run of the same data
-        and parameters (``centers``, ``n_iter``, ``n_passes``, ``init_inertia``,
-        ``n_empty_total``, ``converged``, ``shift``): the run continues from there, skips
-        the initialisation, and ends with the same centres, bit for bit, as a run that
-        was never interrupted.
-    on_iteration : callable, optional
-        ``on_iteration(state)`` with the loop state (a dict as ``resume`` takes, plus
-        ``data_stats``) after the initialisation and after every iteration, once the data
-        statistics are known. A checkpoint saves it.
-    on_data_stats : callable, optional
-        ``on_data_stats(stats)`` when this run's first pass has computed the data
-        statistics (a resumed run checks them against the checkpoint's).
-
-    Returns
-    -------
-    KMeansResult
+    The state holds the centres (float64), the iteration count, the last pass's inertia
+    and non-empty clusters, the squared shift of the centres and ``converged``. The
+    result adds the inertia of the final centres (one more pass unless the last
+    iteration left the centres where they were).
     """
-    progress = progress or Progress("KMeans", enabled=False)
-    t0 = time.perf_counter()
-    X_in = X
 
-    def learn(stats):
-        nonlocal data_stats, X
-        check_data_stats(stats, X_in)
-        data_stats = stats
-        if on_data_stats is not None:
-            on_data_stats(stats)
-        if X.dtype != np.float64 and work_precision(stats, X_in) != X_in.dtype:
-            X = X_in.astype(np.float64)
+    name = "KMeans"
 
-    if data_stats is not None:
-        X = X_in.astype(np.float64) if work_precision(data_stats, X_in) != X_in.dtype else X_in
-    elif X_in.dtype == np.float32 and not isinstance(init, str) and np.size(init) and (
-            float(np.abs(np.asarray(init)).max()) > safe_magnitude(np.float32, X_in.shape[1])):
-        X = X_in.astype(np.float64)  # centres this large: the first pass in float64 already
-    if resume is None:
-        centers, stats0, n_passes = init_centers(
-            X, w, n_clusters, init, seed, init_size=init_size,
-            oversampling_factor=oversampling_factor, n_rounds=n_init_rounds,
-            split_every=split_every,
-        )
-        if data_stats is None and stats0 is not None:
-            learn(stats0)
-        if n_passes:
-            progress.update("init", init if isinstance(init, str) else "array")
-        n_iter, converged, shift = 0, False, math.inf
-        init_inertia = math.nan
-        n_empty_total = 0
-    else:
-        centers = np.array(resume["centers"], dtype=np.float64)
-        n_passes = int(resume["n_passes"])
-        n_iter = int(resume["n_iter"])
-        converged = bool(resume["converged"])
-        shift = float(resume["shift"])
-        init_inertia = float(resume["init_inertia"])
-        n_empty_total = int(resume["n_empty_total"])
-    t_init = time.perf_counter() - t0
-    tol_abs = None if data_stats is None else _tolerance(data_stats, tol)
+    def __init__(self, n_clusters, *, init="k-means||", max_iter=300, tol=1e-4, seed=0,
+                 init_size=None, oversampling_factor=2.0, n_init_rounds=5):
+        self.n_clusters = int(n_clusters)
+        self.init = init
+        self.max_iter = int(max_iter)
+        self.tol = float(tol)
+        self.seed = int(seed)
+        self.init_size = init_size
+        self.oversampling_factor = oversampling_factor
+        self.n_init_rounds = n_init_rounds
+        self.init_label = init if isinstance(init, str) else (
+            "array" if isinstance(init, np.ndarray) else "callable")
 
-    def report():
-        if on_iteration is not None and data_stats is not None:
-            on_iteration({
-                "centers": centers, "n_iter": n_iter, "n_passes": n_passes,
-                "init_inertia": init_inertia, "n_empty_total": n_empty_total,
-                "converged": converged, "shift": shift, "data_stats": data_stats,
-            })
+    def start(self, session):
+        if (isinstance(self.init, np.ndarray) and session.dtype == np.float32
+                and float(np.abs(self.init).max(initial=0.0))
+                > safe_magnitude(np.float32, session.n_features)):
+            session.use_float64()  # centres this large: the first pass in float64 already
 
-    if resume is None:
-        report()
-    inertia = math.nan
-    last = None
-    while not converged and n_iter < max_iter:
-        aggs = {"lloyd": lloyd_aggregation(centers)}
-        fold = data_stats is None
-        if fold:
-            aggs["data"] = data_stats_aggregation()
-        res = run_pass(X, aggs, sample_weight=w, split_every=split_every, name="kmeans-lloyd")
-        n_passes += 1
-        if fold:
-            before = X
-            learn(res["data"])
-            tol_abs = _tolerance(data_stats, tol)
-            if X is not before:
-                # float32 squares would overflow: this pass's sums are not to be trusted.
-                res = run_pass(X, {"lloyd": lloyd_aggregation(centers)}, sample_weight=w,
-                               split_every=split_every, name="kmeans-lloyd")
-                n_passes += 1
-        last = res["lloyd"]
-        inertia = float(last["inertia"])
-        if n_iter == 0:
-            init_inertia = inertia
-        new, n_empty, _ = _update_centers(last, centers)
-        n_empty_total += n_empty
+    def init_state(self, session):
+        centers = init_centers(session, self.n_clusters, self.init, self.seed,
+                               init_size=self.init_size,
+                               oversampling_factor=self.oversampling_factor,
+                               n_rounds=self.n_init_rounds)
+        return {"centers": centers, "n_iter": 0, "init_inertia": math.nan, "n_empty_total": 0,
+                "converged": False, "shift": math.inf, "inertia": math.nan, "n_nonempty": 0}
+
+    def one_iteration(self, session, state):
+        centers = state["centers"]
+        res = session.run_pass({"lloyd": lloyd_aggregation(centers)}, name="kmeans-lloyd")["lloyd"]
+        tol_abs = _tolerance(session.data_stats, self.tol)
+        inertia = float(res["inertia"])
+        new, n_empty, _ = _update_centers(res, centers)
         shift = float(((new - centers) ** 2).sum())
-        centers = new
-        n_iter += 1
-        converged = shift <= tol_abs
-        progress.update("iter", n_iter, inertia=inertia, shift=shift)
-        report()
-    if n_empty_total:
-        warnings.warn(
-            f"{n_empty_total} empty cluster(s) over the fit were moved to the points farthest "
-            "from their centres.",
-            EmptyClusterWarning,
-            stacklevel=3,
-        )
-    if last is None or not (converged and shift == 0.0):
-        # Inertia and cluster sizes of the final centres (scikit-learn's last E-step); also
-        # when a resumed run had nothing left to iterate.
-        aggs = {"lloyd": lloyd_aggregation(centers, 0)}
-        fold = data_stats is None
-        if fold:
-            aggs["data"] = data_stats_aggregation()
-        res = run_pass(X, aggs, sample_weight=w, split_every=split_every, name="kmeans-inertia")
-        n_passes += 1
-        if fold:
-            before = X
-            learn(res["data"])
-            if X is not before:
-                res = run_pass(X, {"lloyd": lloyd_aggregation(centers, 0)}, sample_weight=w,
-                               split_every=split_every, name="kmeans-inertia")
-                n_passes += 1
-        last = res["lloyd"]
-        inertia = float(last["inertia"])
-    n_nonempty = int((last["weights"] > 0).sum())
-    return KMeansResult(
-        centers=centers,
-        inertia=inertia,
-        n_iter=n_iter,
-        converged=converged,
-        n_passes=n_passes,
-        init_inertia=init_inertia,
-        n_nonempty=n_nonempty,
-        data_stats=data_stats,
-        timings={"init": t_init, "total": time.perf_counter() - t0},
-    )
+        return {
+            "centers": new,
+            "n_iter": state["n_iter"] + 1,
+            "init_inertia": inertia if state["n_iter"] == 0 else state["init_inertia"],
+            "n_empty_total": state["n_empty_total"] + n_empty,
+            "converged": shift <= tol_abs,
+            "shift": shift,
+            "inertia": inertia,
+            "n_nonempty": int((res["weights"] > 0).sum()),
+        }
+
+    def converged(self, state):
+        return bool(state["converged"]) or state["n_iter"] >= self.max_iter
+
+    def report(self, state):
+        return "iter", state["n_iter"], {"inertia": state["inertia"], "shift": state["shift"]}
+
+    def finalize(self, session, state):
+        if state["n_empty_total"]:
+            warnings.warn(
+                f"{state['n_empty_total']} empty cluster(s) over the fit were moved to the points "
+                "farthest from their centres.",
+                EmptyClusterWarning,
+                stacklevel=5,
+            )
+        centers, inertia, n_nonempty = state["centers"], state["inertia"], state["n_nonempty"]
+        if state["n_iter"] == 0 or not (state["converged"] and state["shift"] == 0.0):
+            # Inertia and cluster sizes of the final centres (scikit-learn's last E-step).
+            last = session.run_pass({"lloyd": lloyd_aggregation(centers, 0)},
+                                    name="kmeans-inertia")["lloyd"]
+            inertia, n_nonempty = float(last["inertia"]), int((last["weights"] > 0).sum())
+        return {"centers": centers, "inertia": inertia, "n_iter": state["n_iter"],
+                "converged": bool(state["converged"]), "init_inertia": state["init_inertia"],
+                "n_nonempty": n_nonempty}

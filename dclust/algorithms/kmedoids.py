@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -51,10 +52,12 @@ from ..kernels.medoids import (
     per_cluster_top_combine,
 )
 from ..kernels.metrics import pairwise_distances
-from ..reductions.engine import Aggregation, run_pass
+from ..reductions.engine import Aggregation
 from ..reductions.monoids import sum_combine
-from ..runtime.progress import Progress
-from .kmeans import sample_rows
+from ..runtime.memory import memory_budget
+from .datachecks import nonfinite_message
+from .sampling import sample_rows
+from .session import Algorithm
 
 __all__ = [
     "KMedoidsResult",
@@ -63,6 +66,8 @@ __all__ = [
     "check_fasterpam_fits",
     "fasterpam_fit",
     "clara_fit",
+    "Clara",
+    "FasterPAM",
     "default_n_sampling",
     "cost_aggregation",
     "refine_aggregation",
@@ -107,15 +112,6 @@ def _fmt_bytes(b):
         if b < 1024 or unit == "TiB":
             return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
         b /= 1024
-
-
-def memory_budget(max_memory=None):
-    """Bytes the in-memory FasterPAM may use: ``max_memory``, or half the available memory."""
-    if max_memory is not None:
-        return int(max_memory)
-    import psutil
-
-    return int(psutil.virtual_memory().available // 2)
 
 
 def fasterpam_bytes(n_samples):
@@ -179,10 +175,9 @@ def fasterpam_fit(X, n_clusters, *, metric="euclidean", max_iter=100, seed=0, ma
     check_fasterpam_fits(n, max_memory)
     n_bad, row = count_nonfinite(X)
     if n_bad:
-        raise DataError(
-            f"X contains {n_bad:,} non-finite values, NaN or inf (first in row {row:,}). Clean the "
-            "data first, for example keep the rows where np.isfinite(X).all(axis=1)."
-        )
+        raise DataError(nonfinite_message(
+            n_bad, f"row {row:,}", fix="Clean the data first, for example keep the rows where "
+            "np.isfinite(X).all(axis=1)."))
     X64 = np.ascontiguousarray(X, dtype=np.float64)
     D = pairwise_distances(X64, X64, metric)
     t_matrix = time.perf_counter() - t0
@@ -196,18 +191,10 @@ def fasterpam_fit(X, n_clusters, *, metric="euclidean", max_iter=100, seed=0, ma
 
 
 # ---- aggregations --------------------------------------------------------------------------
-class _CostChunk:
-    def __init__(self, metric):
-        self.metric = metric
-
-    def __call__(self, X, w, ctx, medoids, sets):
-        if w is not None:  # pragma: no cover - the estimator does not pass weights
-            raise NotImplementedError("k-medoids does not take sample weights")
-        return medoid_cost_partial(X, _like(X, medoids), sets, self.metric)
-
-
-def _cost_combine(parts):
-    return sum_combine(parts, ("cost",))
+def _cost_chunk(X, w, ctx, medoids, sets, metric):
+    if w is not None:  # pragma: no cover - k-medoids passes carry no weights
+        raise NotImplementedError("k-medoids does not take sample weights")
+    return medoid_cost_partial(X, _like(X, medoids), sets, metric)
 
 
 def cost_aggregation(medoid_sets, metric):
@@ -221,7 +208,8 @@ def cost_aggregation(medoid_sets, metric):
     Returns the aggregation; its result is ``{"cost": (n_sets,)}``.
     """
     union, sets = _union(medoid_sets)
-    return Aggregation("kmedoids-cost", _CostChunk(metric), _cost_combine).bind(union, sets)
+    return Aggregation("kmedoids-cost", _cost_chunk, partial(sum_combine, keys=("cost",))).bind(
+        union, sets, metric)
 
 
 def _union(medoid_sets):
@@ -241,37 +229,29 @@ def _like(X, A):
     return A
 
 
-class _RefineChunk:
-    def __init__(self, metric, n_near, n_random, seed, iteration, n_swap):
-        self.metric, self.n_near, self.n_random = metric, n_near, n_random
-        self.seed, self.iteration, self.n_swap = seed, iteration, n_swap
-
-    def __call__(self, X, w, ctx, medoids, medoid_rows, candidates, candidate_ok, swap_candidates):
-        if w is not None:  # pragma: no cover
-            raise NotImplementedError("k-medoids does not take sample weights")
-        return medoid_refine_partial(
-            X, _like(X, medoids), medoid_rows, _like(X, candidates), candidate_ok, self.metric,
-            n_near=self.n_near, n_random=self.n_random, seed=self.seed, iteration=self.iteration,
-            block_id=ctx.block_id, row_offset=ctx.row_offset,
-            swap_candidates=None if swap_candidates is None else _like(X, swap_candidates),
-            n_swap=self.n_swap,
-        )
+def _refine_chunk(X, w, ctx, medoids, medoid_rows, candidates, candidate_ok, swap_candidates,
+                  metric, n_near, n_random, seed, iteration, n_swap):
+    if w is not None:  # pragma: no cover
+        raise NotImplementedError("k-medoids does not take sample weights")
+    return medoid_refine_partial(
+        X, _like(X, medoids), medoid_rows, _like(X, candidates), candidate_ok, metric,
+        n_near=n_near, n_random=n_random, seed=seed, iteration=iteration,
+        block_id=ctx.block_id, row_offset=ctx.row_offset,
+        swap_candidates=None if swap_candidates is None else _like(X, swap_candidates),
+        n_swap=n_swap,
+    )
 
 
-class _RefineCombine:
-    def __init__(self, n_near, n_random, n_swap):
-        self.n_near, self.n_random, self.n_swap = n_near, n_random, n_swap
-
-    def __call__(self, parts):
-        keys = ("loss", "size", "own", "cand_sum")
-        if "swap_shared" in parts[0]:
-            keys += ("swap_shared", "swap_accum")
-        out = sum_combine(parts, keys)
-        out["near"] = per_cluster_top_combine([p["near"] for p in parts], self.n_near)
-        out["random"] = per_cluster_top_combine([p["random"] for p in parts], self.n_random)
-        if self.n_swap:
-            out["swap_next"] = per_cluster_top_combine([p["swap_next"] for p in parts], self.n_swap)
-        return out
+def _refine_combine(parts, n_near, n_random, n_swap):
+    keys = ("loss", "size", "own", "cand_sum")
+    if "swap_shared" in parts[0]:
+        keys += ("swap_shared", "swap_accum")
+    out = sum_combine(parts, keys)
+    out["near"] = per_cluster_top_combine([p["near"] for p in parts], n_near)
+    out["random"] = per_cluster_top_combine([p["random"] for p in parts], n_random)
+    if n_swap:
+        out["swap_next"] = per_cluster_top_combine([p["swap_next"] for p in parts], n_swap)
+    return out
 
 
 def refine_aggregation(medoids, medoid_rows, candidates, candidate_ok, metric, *, seed, iteration,
@@ -280,12 +260,12 @@ def refine_aggregation(medoids, medoid_rows, candidates, candidate_ok, metric, *
     if swap_candidates is not None:
         swap_candidates = np.ascontiguousarray(swap_candidates, dtype=np.float64)
     return Aggregation(
-        "kmedoids-refine", _RefineChunk(metric, n_near, n_random, seed, iteration, n_swap),
-        _RefineCombine(n_near, n_random, n_swap),
+        "kmedoids-refine", _refine_chunk,
+        partial(_refine_combine, n_near=n_near, n_random=n_random, n_swap=n_swap),
     ).bind(
         np.ascontiguousarray(medoids, dtype=np.float64), np.asarray(medoid_rows, dtype=np.int64),
         np.ascontiguousarray(candidates, dtype=np.float64), np.asarray(candidate_ok, dtype=bool),
-        swap_candidates,
+        swap_candidates, metric, n_near, n_random, seed, iteration, n_swap,
     )
 
 
@@ -337,14 +317,17 @@ def _pool_candidates(pool_x, pool_rows, medoids, medoid_rows, metric, seed, n_ne
     return _candidates([near, rnd], medoid_rows, k, n_near + n_random, d)
 
 
-def clara_fit(X, n_clusters, *, metric="euclidean", n_sampling=None, n_sampling_iter=5,
-              max_iter=100, refine=True, seed=0, split_every=None, progress=None,
-              n_near=N_NEAR, n_random=N_RANDOM, n_swap=N_SWAP):
-    """FastCLARA over a row-chunked dask array, then refinement passes on the full data.
+class Clara(Algorithm):
+    """FastCLARA, then refinement passes on the full data, as one two-phase algorithm.
+
+    Phase ``"clara"``: one iteration per sample (FasterPAM on the client, one pass
+    scoring its candidate medoid sets on the full data). Phase ``"refine"``: one pass
+    per iteration (see the module's docstring). The state holds the sample pool, the
+    best medoids so far and the refinement's candidates, so a checkpoint after any
+    iteration resumes to the same medoids.
 
     Parameters
     ----------
-    X : dask.array.Array of shape (n_samples, n_features), row-chunked.
     n_clusters : int
     metric : str
     n_sampling : int, optional
@@ -355,34 +338,47 @@ def clara_fit(X, n_clusters, *, metric="euclidean", n_sampling=None, n_sampling_
         FasterPAM iterations per sample, and refinement passes.
     refine : bool, default=True
         Run the refinement passes (``False``: CLARA alone).
+    seed : int
     n_near, n_random, n_swap : int
         Candidates per cluster near the medoid and central in a random sample; global
         swap candidates (0: no swaps).
-    seed : int
-    split_every : int, optional
-    progress : Progress, optional
-
-    Returns
-    -------
-    KMedoidsResult
-        ``clara_loss`` is the loss of the best CLARA sample's medoids on the full data.
     """
-    progress = progress or Progress("KMedoids", enabled=False)
-    t0 = time.perf_counter()
-    n, d = X.shape
-    k = int(n_clusters)
-    m = min(int(n_sampling) if n_sampling is not None else default_n_sampling(k), n)
-    n_iter_s = 1 if m >= n else int(n_sampling_iter)
-    pool_size = min(n, m * n_iter_s)
-    pool, _ = sample_rows(X, None, pool_size, seed, split_every=split_every)
-    n_passes = 1
-    pool_x = np.ascontiguousarray(pool["x"], dtype=np.float64)
-    pool_rows = np.asarray(pool["row"], dtype=np.int64)
-    rng = np.random.default_rng([seed, 19])
-    positions = _sample_positions(pool_rows.shape[0], m, n_iter_s, rng)
-    best_rows, best_x, best_cost = None, None, math.inf
-    losses = []
-    for i, pos in enumerate(positions):
+
+    name = "KMedoids"
+    init_label = "sample pool"
+
+    def __init__(self, n_clusters, *, metric="euclidean", n_sampling=None, n_sampling_iter=5,
+                 max_iter=100, refine=True, seed=0, n_near=N_NEAR, n_random=N_RANDOM,
+                 n_swap=N_SWAP):
+        self.k = int(n_clusters)
+        self.metric = metric
+        self.n_sampling = n_sampling
+        self.n_sampling_iter = int(n_sampling_iter)
+        self.max_iter = int(max_iter)
+        self.refine = bool(refine)
+        self.seed = int(seed)
+        self.n_near, self.n_random, self.n_swap = int(n_near), int(n_random), int(n_swap)
+
+    # ---- CLARA ---------------------------------------------------------------------
+    def init_state(self, session):
+        n, k = session.n_samples, self.k
+        m = min(int(self.n_sampling) if self.n_sampling is not None else default_n_sampling(k), n)
+        n_iter_s = 1 if m >= n else self.n_sampling_iter
+        pool = sample_rows(session, min(n, m * n_iter_s), self.seed, name="kmedoids-sample")
+        pool_rows = np.asarray(pool["row"], dtype=np.int64)
+        rng = np.random.default_rng([self.seed, 19])
+        positions = _sample_positions(pool_rows.shape[0], m, n_iter_s, rng)
+        return {"phase": "clara", "sample": 0, "m": m,
+                "pool_x": np.ascontiguousarray(pool["x"], dtype=np.float64),
+                "pool_rows": pool_rows, "positions": np.stack(positions),
+                "best_rows": None, "best_x": None, "best_cost": math.inf, "losses": [],
+                "n_iter": 0, "converged": False}
+
+    def _clara_step(self, session, s):
+        k, metric, m = self.k, self.metric, s["m"]
+        pos = s["positions"][s["sample"]]
+        pool_rows, pool_x = s["pool_rows"], s["pool_x"]
+        best_rows, best_x, best_cost = s["best_rows"], s["best_x"], s["best_cost"]
         if best_rows is None:
             rows, xs = pool_rows[pos], pool_x[pos]
             init = "build"
@@ -398,85 +394,139 @@ def clara_fit(X, n_clusters, *, metric="euclidean", n_sampling=None, n_sampling_
         starts = [init] if isinstance(init, str) else [init, "build"]
         cands, seen = [], {tuple(best_rows.tolist())} if best_rows is not None else set()
         for start in starts:
-            med, _, _ = _solve(D, k, start, max_iter)
+            med, _, _ = _solve(D, k, start, self.max_iter)
             order = np.argsort(rows[med], kind="stable")
             key = tuple(rows[med][order].tolist())
             if key not in seen:
                 seen.add(key)
                 cands.append((rows[med][order], xs[med][order]))
         if cands:
-            costs = run_pass(X, {"cost": cost_aggregation([c[1] for c in cands], metric)},
-                             split_every=split_every, name="kmedoids-clara")["cost"]["cost"]
-            n_passes += 1
+            costs = session.run_pass({"cost": cost_aggregation([c[1] for c in cands], metric)},
+                                     name="kmedoids-clara")["cost"]["cost"]
             for (c_rows, c_x), cost in zip(cands, costs):
                 if float(cost) < best_cost:
                     best_rows, best_x, best_cost = c_rows, c_x, float(cost)
         # else: the sample gave back the best medoids, whose full-data cost is known.
-        progress.update("sample", i + 1, loss=best_cost)
-    clara_loss = best_cost
-    losses.append(best_cost)
-    t_clara = time.perf_counter() - t0
-    medoids, medoid_rows = best_x, best_rows
-    best = (best_cost, medoids, medoid_rows)
-    n_iter, converged = 0, not refine
-    if refine:
-        cand, cand_rows, ok = _pool_candidates(pool_x, pool_rows, medoids, medoid_rows, metric, seed,
-                                               n_near, n_random)
-        swap_x, swap_rows = _pool_swap_candidates(pool_x, pool_rows, medoids, medoid_rows, metric,
-                                                  seed, n_swap)
-        del pool_x
-        moved, fresh, n_swaps = False, True, 0
-        for it in range(max_iter):
-            # Swap gains are summed only in passes that may be the last (fresh candidates):
-            # medoids that are still moving would make them stale anyway.
-            use_swaps = fresh and swap_x.shape[0] > 0
-            agg = refine_aggregation(medoids, medoid_rows, cand, ok, metric, seed=seed, iteration=it,
-                                     n_near=n_near, n_random=RANDOM_POOL * n_random,
-                                     swap_candidates=swap_x if use_swaps else None, n_swap=n_swap)
-            res = run_pass(X, {"refine": agg}, split_every=split_every, name="kmedoids-refine")["refine"]
-            n_passes += 1
-            n_iter = it + 1
-            pass_loss = float(res["loss"])
-            losses.append(pass_loss)
-            if pass_loss < best[0]:
-                best = (pass_loss, medoids, medoid_rows)
-            new_rows, new_x, n_moved = _move(medoids, medoid_rows, res, cand, cand_rows, ok)
-            swapped = None
-            if not n_moved and use_swaps:
-                swapped = _best_swap(res, swap_rows, pass_loss)
-                if swapped is not None:
-                    i, j = swapped
-                    new_rows[i], new_x[i] = swap_rows[j], swap_x[j]
-                    n_moved, n_swaps = 1, n_swaps + 1
-            progress.update("refine", n_iter, loss=pass_loss, moved=n_moved, swaps=n_swaps)
-            moved = n_moved > 0
-            if not moved and fresh:
-                converged = True
-                break
-            # Candidates gathered around a medoid that has since moved are stale: a pass
-            # that moves nothing ends the refinement only if every cluster's were fresh.
-            fresh = not moved
-            medoids, medoid_rows = new_x, new_rows
-            central = _most_central(res["random"], n_random, metric)
-            cand, cand_rows, ok = _candidates([res["near"], central], medoid_rows, k,
-                                              n_near + n_random, d)
+        s = dict(s, best_rows=best_rows, best_x=best_x, best_cost=best_cost,
+                 sample=s["sample"] + 1)
+        if s["sample"] < s["positions"].shape[0]:
+            return s
+        s["clara_loss"] = best_cost
+        s["losses"] = [best_cost]
+        if not self.refine:
+            return dict(s, phase="done", converged=True)
+        cand, cand_rows, ok = _pool_candidates(pool_x, pool_rows, best_x, best_rows, metric,
+                                               self.seed, self.n_near, self.n_random)
+        swap_x, swap_rows = _pool_swap_candidates(pool_x, pool_rows, best_x, best_rows, metric,
+                                                  self.seed, self.n_swap)
+        return {"phase": "refine", "clara_loss": best_cost, "losses": [best_cost],
+                "medoids": best_x, "medoid_rows": best_rows, "cand": cand, "cand_rows": cand_rows,
+                "ok": ok, "swap_x": swap_x, "swap_rows": swap_rows, "moved": False,
+                "fresh": True, "n_swaps": 0, "n_iter": 0, "converged": False,
+                "best_loss": best_cost, "best_x": best_x, "best_rows": best_rows,
+                "sample": s["sample"], "m": m}
+
+    # ---- refinement ------------------------------------------------------------------
+    def _refine_step(self, session, s):
+        k, metric, d = self.k, self.metric, session.n_features
+        medoids, medoid_rows = s["medoids"], s["medoid_rows"]
+        cand, cand_rows, ok = s["cand"], s["cand_rows"], s["ok"]
+        swap_x, swap_rows = s["swap_x"], s["swap_rows"]
+        it = s["n_iter"]
+        # Swap gains are summed only in passes that may be the last (fresh candidates):
+        # medoids that are still moving would make them stale anyway.
+        use_swaps = s["fresh"] and swap_x.shape[0] > 0
+        agg = refine_aggregation(medoids, medoid_rows, cand, ok, metric, seed=self.seed,
+                                 iteration=it, n_near=self.n_near,
+                                 n_random=RANDOM_POOL * self.n_random,
+                                 swap_candidates=swap_x if use_swaps else None, n_swap=self.n_swap)
+        res = session.run_pass({"refine": agg}, name="kmedoids-refine")["refine"]
+        s = dict(s, n_iter=it + 1)
+        pass_loss = float(res["loss"])
+        s["losses"] = list(s["losses"]) + [pass_loss]
+        if pass_loss < s["best_loss"]:
+            s.update(best_loss=pass_loss, best_x=medoids, best_rows=medoid_rows)
+        new_rows, new_x, n_moved = _move(medoids, medoid_rows, res, cand, cand_rows, ok)
+        swapped = None
+        if not n_moved and use_swaps:
+            swapped = _best_swap(res, swap_rows, pass_loss)
             if swapped is not None:
-                ok[swapped[0]] = False  # they surround the medoid that was swapped out
-            if n_swap:
-                swap_x, swap_rows = _swap_pool(res["swap_next"], medoid_rows)
-        if moved:
+                i, j = swapped
+                new_rows[i], new_x[i] = swap_rows[j], swap_x[j]
+                n_moved = 1
+                s["n_swaps"] += 1
+        s.update(moved=n_moved > 0, pass_loss=pass_loss, n_moved=n_moved)
+        if not s["moved"] and s["fresh"]:
+            return dict(s, converged=True, phase="done")
+        # Candidates gathered around a medoid that has since moved are stale: a pass
+        # that moves nothing ends the refinement only if every cluster's were fresh.
+        s["fresh"] = not s["moved"]
+        central = _most_central(res["random"], self.n_random, metric)
+        cand, cand_rows, ok = _candidates([res["near"], central], new_rows, k,
+                                          self.n_near + self.n_random, d)
+        if swapped is not None:
+            ok[swapped[0]] = False  # they surround the medoid that was swapped out
+        if self.n_swap:
+            swap_x, swap_rows = _swap_pool(res["swap_next"], new_rows)
+        s.update(medoids=new_x, medoid_rows=new_rows, cand=cand, cand_rows=cand_rows, ok=ok,
+                 swap_x=swap_x, swap_rows=swap_rows)
+        if s["n_iter"] >= self.max_iter:
+            s["phase"] = "done"
+        return s
+
+    def one_iteration(self, session, state):
+        if state["phase"] == "clara":
+            return self._clara_step(session, state)
+        return self._refine_step(session, state)
+
+    def converged(self, state):
+        return state["phase"] == "done"
+
+    def report(self, state):
+        if state["phase"] == "clara" or "pass_loss" not in state:
+            return "sample", state["sample"], {"loss": float(state.get("best_cost",
+                                                                       state.get("clara_loss")))}
+        return "refine", state["n_iter"], {"loss": state["pass_loss"], "moved": state["n_moved"],
+                                           "swaps": state["n_swaps"]}
+
+    def finalize(self, session, s):
+        if "medoids" not in s:  # CLARA alone
+            return {"medoid_rows": s["best_rows"], "medoids": s["best_x"], "loss": s["best_cost"],
+                    "n_iter": 0, "converged": True, "clara_loss": s["clara_loss"],
+                    "losses": s["losses"]}
+        best_loss, best_x, best_rows = s["best_loss"], s["best_x"], s["best_rows"]
+        losses = list(s["losses"])
+        if s["moved"]:
             # max_iter reached right after a move: score the last medoids (one more pass).
-            cost = float(run_pass(X, {"cost": cost_aggregation([medoids], metric)},
-                                  split_every=split_every, name="kmedoids-cost")["cost"]["cost"][0])
-            n_passes += 1
+            cost = float(session.run_pass({"cost": cost_aggregation([s["medoids"]], self.metric)},
+                                          name="kmedoids-cost")["cost"]["cost"][0])
             losses.append(cost)
-            if cost < best[0]:
-                best = (cost, medoids, medoid_rows)
-    loss, medoids, medoid_rows = best
+            if cost < best_loss:
+                best_loss, best_x, best_rows = cost, s["medoids"], s["medoid_rows"]
+        return {"medoid_rows": best_rows, "medoids": best_x, "loss": best_loss,
+                "n_iter": s["n_iter"], "converged": bool(s["converged"]),
+                "clara_loss": s["clara_loss"], "losses": losses}
+
+
+def clara_fit(X, n_clusters, *, split_every=None, progress=None, **params):
+    """FastCLARA and refinement over a row-chunked dask array, read as given.
+
+    ``params`` are :class:`Clara`'s. Returns a :class:`KMedoidsResult`.
+    """
+    from .session import FitSession
+
+    session = FitSession(X, None, algorithm="KMedoids", split_every=split_every,
+                         progress=progress or False, place=False).open(random_state=0)
+    res = session.run(lambda run: Clara(n_clusters, **params))
+    return _result(res, session.n_passes)
+
+
+def _result(res, n_passes):
     return KMedoidsResult(
-        medoid_rows=medoid_rows, medoids=medoids, loss=loss, n_iter=n_iter, converged=converged,
-        n_passes=n_passes, clara_loss=clara_loss, losses=losses,
-        timings={"clara": t_clara, "total": time.perf_counter() - t0},
+        medoid_rows=np.asarray(res["medoid_rows"], dtype=np.int64), medoids=res["medoids"],
+        loss=float(res["loss"]), n_iter=int(res["n_iter"]), converged=bool(res["converged"]),
+        n_passes=int(n_passes), clara_loss=float(res.get("clara_loss", math.nan)),
+        losses=list(res.get("losses", [])),
     )
 
 

@@ -9,13 +9,19 @@ automatically, so adding one touches no other file. Such a module defines:
     One line for ``dclust fit --help``.
 ``DESCRIPTION`` (optional)
     A paragraph for ``dclust fit NAME --help``.
-``add_arguments(parser)``
-    Adds the algorithm's own options. The options every algorithm shares (``INPUT``,
-    ``--model``, ``--labels``, ``--chunk-size``, ``--device``, ``--overwrite``,
-    ``--scheduler``, ``--storage-option``, ``--quiet``) are added here; ``--device`` is
-    passed to every estimator that has a ``device`` parameter.
-``build(args) -> estimator``
-    An unfitted dclust estimator; ``args.quiet`` says whether to show progress.
+``estimator()``
+    The estimator class. Its options are generated from the class's parameter
+    declarations (``_params``: flag, type, choices, default and help), so the shell
+    and Python cannot drift apart. The options every algorithm shares (``INPUT``,
+    ``--model``, ``--labels``, ``--chunk-size``, ``--overwrite``, ``--scheduler``,
+    ``--storage-option``, ``--quiet``) are added here, and so is the handling of
+    ``--checkpoint`` / ``--resume`` and of a missing ``--seed``.
+``GROUP``
+    The title of its options' group in ``--help``.
+``TYPES`` (optional)
+    argparse types for parameters the shell spells differently (``--cluster-weights``).
+``convert(kwargs)`` (optional)
+    Adjusts the parsed values before the estimator is made.
 ``summary(estimator) -> list of str`` (optional)
     Extra ``"name value"`` fields for the summary line (``"inertia 1.23e+05"``).
 
@@ -29,7 +35,9 @@ import importlib
 import pkgutil
 import time
 
+from ..params import add_arguments
 from ._common import (
+    CLIError,
     add_cluster_options,
     add_output_options,
     check_output,
@@ -75,7 +83,8 @@ def register(subparsers) -> None:
         )
         ap.add_argument("input", metavar="INPUT",
                         help="path or fsspec URL of a 2-D Zarr array (n_samples, n_features)")
-        module.add_arguments(ap)
+        add_arguments(ap.add_argument_group(module.GROUP), module.estimator(),
+                      types=getattr(module, "TYPES", {}))
         out = ap.add_argument_group("input and outputs")
         out.add_argument("--model", required=True, metavar="MODEL",
                          help="where to save the fitted model (a .npz file; no pickle)")
@@ -84,9 +93,6 @@ def register(subparsers) -> None:
         out.add_argument("--chunk-size", type=positive_rows, metavar="ROWS",
                          help="rows per task when reading INPUT (default: a multiple of the "
                               "stored chunk near 64 MiB)")
-        out.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                         help="where the kernels run: cuda (the workers' GPUs, needs CuPy), cpu, "
-                              "or auto (GPUs when every worker has one; default)")
         add_output_options(out)
         add_cluster_options(ap)
         ap.set_defaults(func=run, fit_module=module)
@@ -100,9 +106,7 @@ def run(args) -> int:
     check_output(args.model, overwrite=args.overwrite, storage_options=so, what="model file")
     if args.labels:
         check_output(args.labels, overwrite=args.overwrite, storage_options=so, what="labels array")
-    estimator = module.build(args)
-    if "device" in estimator.get_params():
-        estimator.set_params(device=args.device)
+    estimator = build(module, args)
     X = dclust.open_array(args.input, storage_options=so, chunks=args.chunk_size or "auto")
     with dask_client(args):
         t0 = time.perf_counter()
@@ -117,6 +121,44 @@ def run(args) -> int:
             label_seconds = time.perf_counter() - t1
     say(_summary(module, estimator, X, args, fit_seconds, label_seconds))
     return 0
+
+
+def build(module, args):
+    """The unfitted estimator the options describe (a seed drawn when none is given)."""
+    import numpy as np
+
+    cls = module.estimator()
+    so = storage_options(args)
+    names = cls._get_param_names()
+    overrides = {"progress": not args.quiet}
+    if "storage_options" in names:
+        overrides["storage_options"] = so
+    checkpoint, resume = getattr(args, "checkpoint", None), getattr(args, "resume", False)
+    if resume and not checkpoint:
+        raise CLIError("--resume needs --checkpoint PATH, the checkpoint file of the fit to continue.")
+    if checkpoint:
+        from ..io.checkpoint import Checkpoint
+        from ..io.paths import exists
+
+        there = exists(checkpoint, so)
+        if there and not resume and not args.overwrite:
+            raise CLIError(
+                f"The checkpoint {checkpoint!r} already exists; pass --resume to continue the "
+                "fit it holds, or --overwrite to start afresh and replace it."
+            )
+        if there and resume and args.random_state is None:
+            args.random_state = Checkpoint(checkpoint, cls.__name__, {}, {},
+                                           storage_options=so).saved_seed()
+    if "random_state" in names and args.random_state is None:
+        # Drawn here rather than inside fit so that the model file records it and the
+        # run can be repeated exactly (63 bits, as check_random_state draws).
+        args.random_state = int(np.random.default_rng().integers(2**63 - 1))
+    kw = {p.name: getattr(args, p.name) for p in cls._params
+          if p.option() is not None and hasattr(args, p.name)}
+    kw.update(overrides)
+    if hasattr(module, "convert"):
+        kw = module.convert(kw)
+    return cls(**kw)
 
 
 def _summary(module, est, X, args, fit_seconds, label_seconds) -> str:

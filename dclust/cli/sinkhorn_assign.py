@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from ..params import COMMON
 from ._common import (
+    CLIError,
     add_cluster_options,
     add_output_options,
     check_output,
@@ -59,6 +61,8 @@ def register(subparsers) -> None:
     p.add_argument("--tol", type=float, default=1e-6, metavar="F",
                    help="marginal error at which to stop (default: 1e-6)")
     p.add_argument("--chunk-size", type=positive_rows, metavar="ROWS", help="rows per task")
+    for name in ("checkpoint", "resume", "device"):
+        COMMON[name].add_to(p, False if name == "resume" else ("auto" if name == "device" else None))
     add_output_options(p)
     add_cluster_options(p)
     p.set_defaults(func=run)
@@ -70,6 +74,8 @@ def run(args) -> int:
     import dclust
 
     so = storage_options(args)
+    if args.resume and not args.checkpoint:
+        raise CLIError("--resume needs --checkpoint PATH, the checkpoint file of the solve to continue.")
     check_output(args.labels, overwrite=args.overwrite, storage_options=so, what="labels array")
     if args.soft:
         check_output(args.soft, overwrite=args.overwrite, storage_options=so, what="soft array")
@@ -82,7 +88,8 @@ def run(args) -> int:
         res = dclust.sinkhorn_assign(
             C, b=b, reg=args.reg, marginal=args.marginal, reg_m=args.reg_m, rho=args.rho,
             kind="score" if args.scores else "cost", normalize=not args.no_normalize,
-            max_iter=args.max_iter, tol=args.tol, progress=not args.quiet,
+            max_iter=args.max_iter, tol=args.tol, progress=not args.quiet, device=args.device,
+            checkpoint=args.checkpoint, resume=args.resume, storage_options=so,
         )
         solve_seconds = time.perf_counter() - t0
         dclust.write_labels(res.labels, args.labels, storage_options=so, overwrite=args.overwrite)

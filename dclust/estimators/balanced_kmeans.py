@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 
 import numpy as np
 from sklearn.base import ClusterMixin, TransformerMixin
 
-from ..algorithms.kmeans import check_data_stats, check_init_array, data_stats_aggregation, init_centers
-from ..algorithms.sinkhorn import (
-    _effective_reg_m,
-    check_marginal,
-    check_rho,
-    check_sinkhorn_params,
-    integer_targets,
-    repair_sizes,
-    solve_sinkhorn,
-)
 from .._xp import to_numpy
+from ..algorithms.balanced_kmeans import BalancedLloyd, inertia_aggregation
+from ..algorithms.kmeans import INITS, check_init_array
+from ..algorithms.transport_params import MARGINALS, check_marginal, check_rho, check_sinkhorn_params
 from ..exceptions import ConvergenceWarning, DclustValueError
 from ..kernels.metrics import pairwise_distances
-from ..kernels.sinkhorn import SinkhornState, hard_inertia_partial, sinkhorn_assign_block
-from ..reductions.engine import Aggregation, run_pass
-from ..reductions.monoids import sum_combine
-from ..runtime.device import check_device, predict_device, to_device_block
-from ..runtime.progress import Progress
-from ..validation import as_dask_rows, check_n_clusters, check_param, check_random_state
-from .base import DclustEstimator, prepare_fit_data, register
+from ..kernels.sinkhorn import SinkhornState, sinkhorn_assign_block
+from ..params import Param, common, result_params
+from ..runtime.device import predict_device, to_device_block
+from ..validation import check_n_clusters
+from .base import DclustEstimator, map_rows, register
 from .base import require_finite_block as _require_finite
 
 __all__ = ["BalancedKMeans"]
-
-_INITS = ("k-means||", "k-means++", "random")
 
 
 def _labels_block(X, st, rows=None, labels=None, device="cpu", block_info=None):
@@ -57,24 +44,6 @@ def _distances_block(X, centers, device="cpu", block_info=None):
     D = pairwise_distances(to_device_block(X, device), to_device_block(centers, device),
                            "euclidean")
     return to_numpy(D).astype(X.dtype, copy=False)
-
-
-class _InertiaChunk:
-    """Hard-label inertia of a chunk (see :func:`hard_inertia_partial`)."""
-
-    def __call__(self, X, w, ctx, st, rows, labels):
-        return hard_inertia_partial(X, st, w, rows=rows, labels=labels, row_offset=ctx.row_offset)
-
-
-def _inertia_combine(parts):
-    return sum_combine(parts, ("inertia", "weight"))
-
-
-def inertia_aggregation(st, rows=None, labels=None):
-    """One pass's k-means inertia under the hard labels of the prices ``st.g`` (with the
-    overrides ``labels`` at the global ``rows``)."""
-    return Aggregation("balanced-kmeans-inertia", _InertiaChunk(), _inertia_combine).bind(
-        st, rows, labels)
 
 
 @register
@@ -140,6 +109,8 @@ class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         Decay ``eps`` from 1 to ``reg`` (factor ``eps_decay``) in the first solve.
     eps_decay : float, default=0.5
     random_state, cache, split_every, progress : as :class:`dclust.KMeans`.
+    checkpoint, resume, storage_options : as :class:`dclust.KMeans`: the state is saved
+        after every Sinkhorn pass, and a resumed fit ends with the same result.
     device : {"auto", "cpu", "cuda"}, default="auto"
         Where the passes run. ``"cuda"``: on the workers' GPUs through CuPy (chunks move
         to the GPU once per pass, or stay there when they fit; only the ``k x d`` sums
@@ -177,12 +148,46 @@ class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
     _fitted_scalars = ("inertia_", "scale_", "virtual_potential_", "virtual_mass_", "marginal_error_",
                        "n_iter_", "n_sinkhorn_iter_", "n_repair_rounds_", "n_passes_",
                        "converged_", "n_features_in_")
+    _params = (
+        Param("n_clusters", "number of clusters", "int", low=1, short="-k", metavar="K",
+              required=True),
+        Param("cluster_weights", "target share of each cluster: 'uniform' or comma-separated "
+              "weights summing to 1", "any", array=True),
+        Param("reg", "entropic regularisation, relative to the cost scale", "float", low=0,
+              low_open=True, metavar="EPS"),
+        Param("marginal", "how the sizes are enforced: balanced (exactly), relaxed (KL penalty "
+              "reg_m) or partial (only rho of the mass)", "choice", options=MARGINALS),
+        Param("reg_m", "KL strength on the sizes (relaxed; default 1.0)", "float", low=0,
+              low_open=True, none=True, metavar="F"),
+        Param("rho", "transported mass for marginal=partial, in (0, 1]", "float", low=0,
+              low_open=True, high=1, none=True, metavar="F"),
+        Param("rho_schedule", "'linear': grow the transported mass from rho0 to rho",
+              "choice", options=("linear",), none=True),
+        Param("rho0", "first transported mass of the schedule", "float", low=0, low_open=True,
+              high=1, metavar="F"),
+        Param("size_tolerance", "repair the hard labels so that no cluster exceeds (1 + T) "
+              "times its target (0: exact sizes)", "float", low=0, none=True, metavar="T"),
+        Param("init", "initialisation", "any", options=INITS),
+        Param("max_iter", "outer (centre update) iterations", "int", low=1, metavar="N"),
+        Param("tol", "stop when the centres move less than F times the mean feature variance",
+              "float", low=0, metavar="F"),
+        Param("sinkhorn_max_iter", "Sinkhorn iterations per outer iteration", "int", low=1,
+              metavar="N"),
+        Param("sinkhorn_tol", "marginal error at which Sinkhorn stops", "float", low=0,
+              metavar="F"),
+        Param("anneal", "decay eps from 1 to reg in the first solve", "bool"),
+        Param("eps_decay", "annealing factor", "float", low=0, low_open=True, high=1,
+              high_open=True, metavar="F"),
+        *common("random_state", "cache", "split_every", "progress", "checkpoint", "resume",
+                "storage_options", "device"),
+    )
 
     def __init__(self, n_clusters=8, *, cluster_weights="uniform", reg=0.05, marginal="balanced",
                  reg_m=None, rho=None, rho_schedule=None, rho0=0.1, size_tolerance=None,
                  init="k-means||", max_iter=100, tol=1e-4, sinkhorn_max_iter=100,
                  sinkhorn_tol=1e-4, anneal=True, eps_decay=0.5, random_state=None,
-                 cache="auto", split_every=None, progress=True, device="auto"):
+                 cache="auto", split_every=None, progress=True, checkpoint=None, resume=False,
+                 storage_options=None, device="auto"):
         self.n_clusters = n_clusters
         self.cluster_weights = cluster_weights
         self.reg = reg
@@ -203,22 +208,20 @@ class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         self.cache = cache
         self.split_every = split_every
         self.progress = progress
+        self.checkpoint = checkpoint
+        self.resume = resume
+        self.storage_options = storage_options
         self.device = device
 
-    def _validate_params(self):
-        check_device(self.device)
+    def _check_params(self):
+        super()._check_params()
         check_sinkhorn_params(self.reg, self.marginal, self.reg_m, self.rho,
                               self.sinkhorn_max_iter, self.sinkhorn_tol, self.eps_decay)
-        if isinstance(self.init, str):
-            if self.init not in _INITS:
-                raise DclustValueError(
-                    f"Unknown init {self.init!r}; expected one of 'k-means||', 'k-means++', "
-                    "'random' or an array of shape (n_clusters, n_features)."
-                )
-        check_param("max_iter", self.max_iter, kind=numbers.Integral, low=1)
-        check_param("tol", self.tol, kind=numbers.Real, low=0)
-        check_param("cache", self.cache, options=("auto", "memory", "none"))
-        check_param("rho_schedule", self.rho_schedule, options=(None, "linear"))
+        if isinstance(self.init, str) and self.init not in INITS:
+            raise DclustValueError(
+                f"Unknown init {self.init!r}; expected one of 'k-means||', 'k-means++', "
+                "'random' or an array of shape (n_clusters, n_features)."
+            )
         if self.rho_schedule is not None:
             if self.marginal != "partial":
                 raise DclustValueError(
@@ -226,25 +229,12 @@ class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
                     f"marginal={self.marginal!r}."
                 )
             check_rho(self.rho0, "rho0")
-        if self.size_tolerance is not None:
-            check_param("size_tolerance", self.size_tolerance, kind=numbers.Real, low=0)
-            if self.marginal != "balanced":
-                raise DclustValueError(
-                    f"size_tolerance={self.size_tolerance!r} makes the sizes exact, which only "
-                    f"marginal='balanced' asks for; got marginal={self.marginal!r}. Pass "
-                    "size_tolerance=None."
-                )
-        if self.split_every is not None:
-            check_param("split_every", self.split_every, kind=numbers.Integral, low=2)
-
-    def _rho_at(self, it):
-        if self.marginal != "partial":
-            return 1.0
-        rho = float(self.rho)
-        if self.rho_schedule == "linear" and self.max_iter > 1:
-            r0 = min(float(self.rho0), rho)
-            return r0 + (rho - r0) * min(1.0, it / max(1, self.max_iter - 1))
-        return rho
+        if self.size_tolerance is not None and self.marginal != "balanced":
+            raise DclustValueError(
+                f"size_tolerance={self.size_tolerance!r} makes the sizes exact, which only "
+                f"marginal='balanced' asks for; got marginal={self.marginal!r}. Pass "
+                "size_tolerance=None."
+            )
 
     def fit(self, X, y=None, sample_weight=None):
         """Fit the centres and the transport prices.
@@ -260,124 +250,59 @@ class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         -------
         self
         """
-        self._validate_params()
-        X_arr = as_dask_rows(X)
-        n, d = X_arr.shape
+        self._check_params()
+        session = self._session(X, sample_weight)
+        n, d = session.n_samples, session.n_features
         k = check_n_clusters(self.n_clusters, n)
         b = check_marginal(self.cluster_weights, k, "cluster_weights")
         init = self.init
         if not isinstance(init, str):
             init = check_init_array(init, k, d)
-        X_work, w_work, X_source = prepare_fit_data(X_arr, sample_weight, self.cache,
-                                                        self.device)
-        seed = check_random_state(self.random_state)
-        progress = Progress(f"BalancedKMeans(k={k})", enabled=bool(self.progress))
-        centers, data_stats, n_passes = init_centers(X_work, w_work, k, init, seed,
-                                                     split_every=self.split_every)
-        if data_stats is None:
-            data_stats = run_pass(X_work, {"data": data_stats_aggregation()}, sample_weight=w_work,
-                                  split_every=self.split_every, name="balanced-kmeans-stats")["data"]
-            n_passes += 1
-        check_data_stats(data_stats, X_work)
-        var = np.asarray(data_stats["m2"]) / max(float(data_stats["count"]), 1.0)
-        scale = 2.0 * float(var.sum())
-        scale = scale if scale > 0 else 1.0
-        tol_abs = float(np.mean(var) * self.tol)
-        wsum = float(data_stats["weight_sum"]) if w_work is not None else float(n)
-        reg_m = _effective_reg_m(self.marginal, self.reg_m)
-        g = None
-        converged = False
-        n_sk = 0
-        sol = None
-        rho = 1.0
-        for it in range(self.max_iter):
-            rho = self._rho_at(it)
-            virtual = self.marginal == "partial" and rho < 1
-            bfull = np.append(rho * b, 1.0 - rho) if virtual else b
-            if g is not None and g.shape[0] != bfull.shape[0]:
-                g = np.append(g, 0.0) if virtual else g[:k]
-            st = SinkhornState(kind="points", g=np.zeros(bfull.shape[0]), eps=self.reg,
-                               centers=centers, scale=scale, virtual=virtual,
-                               log_mass=-math.log(wsum))
-            sol = solve_sinkhorn(
-                X_work, w_work, st, bfull, reg=self.reg, marginal=self.marginal, reg_m=reg_m,
-                anneal=bool(self.anneal) and it == 0, eps_decay=self.eps_decay,
-                max_iter=self.sinkhorn_max_iter, tol=self.sinkhorn_tol, g0=g, want_sums=True,
-                split_every=self.split_every, name="balanced-kmeans-sinkhorn",
-            )
-            n_passes += sol.n_passes
-            n_sk += sol.n_iter
-            g = sol.g
-            mass = np.exp(sol.log_col[:k])
-            new = centers.copy()
-            ok = mass > 1e-300
-            new[ok] = sol.sums[ok] / mass[ok, None]
-            shift = float(((new - centers) ** 2).sum())
-            centers = new
-            progress.update("iter", it + 1, shift=shift, err=sol.error)
-            schedule_done = self._rho_at(it) >= self._rho_at(self.max_iter - 1)
-            if shift <= tol_abs and schedule_done:
-                converged = True
-                break
-        n_iter = it + 1
-        virtual = self.marginal == "partial" and rho < 1
-        prices = g.copy()
-        n_rounds = 0
-        o_rows = o_labels = None
-        if self.size_tolerance is not None:
-            T = integer_targets(n, b)
-            caps = T if self.size_tolerance == 0 else np.maximum(
-                T, np.floor(n * b * (1 + float(self.size_tolerance))).astype(np.int64))
-            st = SinkhornState(kind="points", g=prices[:k], eps=1.0, centers=centers, scale=scale)
-            prices, o_rows, o_labels, counts, n_rounds = repair_sizes(
-                X_work, st, T, caps, split_every=self.split_every)
-            n_passes += n_rounds
-            if (counts > caps).any():
-                warnings.warn(
-                    f"The size repair stopped after {n_rounds} rounds with "
-                    f"{int(np.maximum(counts - caps, 0).sum())} row(s) above their cluster's "
-                    "target (ties between equally distant rows); the sizes are close but not "
-                    "exact.",
-                    ConvergenceWarning, stacklevel=2,
-                )
-        progress.close(f"BalancedKMeans(k={k}): {n_iter} iterations, marginal error "
-                       f"{sol.error:.3g}, {'converged' if converged else 'not converged'}")
-        if not sol.converged:
+        session.set_label(f"BalancedKMeans(k={k})")
+        session.open(result_params(self, n_clusters=k, init=init, cluster_weights=b),
+                     self.random_state)
+        algo = BalancedLloyd(
+            k, b, init=init, seed=session.seed, reg=self.reg, marginal=self.marginal,
+            reg_m=self.reg_m, rho=self.rho, rho_schedule=self.rho_schedule, rho0=self.rho0,
+            max_iter=self.max_iter, tol=self.tol, sinkhorn_max_iter=self.sinkhorn_max_iter,
+            sinkhorn_tol=self.sinkhorn_tol, anneal=self.anneal, eps_decay=self.eps_decay,
+            size_tolerance=self.size_tolerance,
+        )
+        res = session.run(lambda run: algo)
+        session.close(f"BalancedKMeans(k={k}): {res['n_iter']} iterations, marginal error "
+                      f"{res['error']:.3g}, {'converged' if res['converged'] else 'not converged'}")
+        if not res["sk_converged"]:
             warnings.warn(
                 f"Sinkhorn stopped at sinkhorn_max_iter={self.sinkhorn_max_iter} with marginal "
-                f"error {sol.error:.3g} > sinkhorn_tol={self.sinkhorn_tol}; raise "
+                f"error {res['error']:.3g} > sinkhorn_tol={self.sinkhorn_tol}; raise "
                 "sinkhorn_max_iter or reg.",
                 ConvergenceWarning, stacklevel=2,
             )
-        if not converged:
+        if not res["converged"]:
             warnings.warn(
                 f"BalancedKMeans stopped at max_iter={self.max_iter} before the centres moved "
                 f"less than tol={self.tol}; raise max_iter or tol.",
                 ConvergenceWarning, stacklevel=2,
             )
-        # The hard labels depend on the final prices and centres: one pass for their inertia.
-        st = SinkhornState(kind="points", g=prices, eps=float(self.reg), centers=centers,
-                           scale=scale, virtual=virtual)
-        hard = run_pass(X_work, {"i": inertia_aggregation(st, o_rows, o_labels)},
-                        sample_weight=w_work, split_every=self.split_every,
-                        name="balanced-kmeans-inertia")["i"]
-        n_passes += 1
-        self.inertia_ = float(hard["inertia"])
-        self.cluster_centers_ = centers.astype(X_arr.dtype)
-        self._centers64 = centers
-        self.cluster_potentials_ = np.asarray(prices[:k], dtype=np.float64)
+        prices, virtual = np.asarray(res["prices"], dtype=np.float64), bool(res["virtual"])
+        self.inertia_ = float(res["inertia"])
+        self.cluster_centers_ = np.asarray(res["centers"]).astype(session.dtype)
+        self._centers64 = np.asarray(res["centers"], dtype=np.float64)
+        self.cluster_potentials_ = prices[:k].copy()
         self.virtual_potential_ = float(prices[k]) if virtual else None
-        self.scale_ = scale
-        self.cluster_mass_ = np.exp(sol.log_col[:k])
-        self.virtual_mass_ = float(np.exp(sol.log_col[k])) if virtual else 0.0
-        self.marginal_error_ = float(sol.error)
-        self.n_iter_ = int(n_iter)
-        self.n_sinkhorn_iter_ = int(n_sk)
-        self.n_repair_rounds_ = int(n_rounds)
-        self.n_passes_ = int(n_passes)
-        self.converged_ = bool(converged)
+        self.scale_ = float(res["scale"])
+        self.cluster_mass_ = np.asarray(res["mass"])
+        self.virtual_mass_ = float(res["virtual_mass"])
+        self.marginal_error_ = float(res["error"])
+        self.n_iter_ = int(res["n_iter"])
+        self.n_sinkhorn_iter_ = int(res["n_sk"])
+        self.n_repair_rounds_ = int(res["n_rounds"])
+        self.n_passes_ = int(session.n_passes)
+        self.converged_ = bool(res["converged"])
         self.n_features_in_ = int(d)
-        self.labels_ = self._assign(X_source, "labels", o_rows, o_labels)
+        rows, labels = res["override_rows"], res["override_labels"]
+        self.labels_ = self._assign(session.X_source, "labels", rows if rows.size else None,
+                                    labels if labels.size else None)
         return self
 
     # ---- prediction ------------------------------------------------------------------
@@ -394,17 +319,11 @@ class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
 
     def _assign(self, X, what, rows=None, labels=None):
         st = self._state()
-        k = self.cluster_centers_.shape[0]
         device = predict_device(getattr(self, "device", "auto"), X)
-        if isinstance(X, np.ndarray):
-            if what == "labels":
-                return _labels_block(X, st, rows, labels, device)
-            return _soft_block(X, st, device)
         if what == "labels":
-            return X.map_blocks(_labels_block, st, rows, labels, device, drop_axis=1,
-                                dtype=np.int32, meta=np.empty((0,), np.int32))
-        return X.map_blocks(_soft_block, st, device, chunks=(X.chunks[0], (k,)),
-                            dtype=np.float64, meta=np.empty((0, 0), np.float64))
+            return map_rows(X, _labels_block, st, rows, labels, device)
+        return map_rows(X, _soft_block, st, device, n_out=self.cluster_centers_.shape[0],
+                        dtype=np.float64)
 
     def predict(self, X):
         """Cluster of each row under the fitted prices: ``argmax_j g_j - ||x - c_j||^2 / scale``.
@@ -430,11 +349,8 @@ class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         X = self._check_X(X)
         C = self._state().centers
         device = predict_device(getattr(self, "device", "auto"), X)
-        if isinstance(X, np.ndarray):
-            return _distances_block(X, C, device).astype(X.dtype)
-        k = C.shape[0]
-        return X.map_blocks(_distances_block, C, device, chunks=(X.chunks[0], (k,)),
-                            dtype=X.dtype)
+        out = map_rows(X, _distances_block, C, device, n_out=C.shape[0], dtype=X.dtype)
+        return out.astype(X.dtype, copy=False) if isinstance(out, np.ndarray) else out
 
     def fit_transform(self, X, y=None, sample_weight=None):
         """``fit(X)`` then return ``transform(X)``."""
@@ -447,10 +363,7 @@ class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         (:meth:`predict`, the fitted prices; rows of the virtual cluster count for
         nothing), weighted by ``sample_weight``. Larger is better.
         """
-        X = self._check_X(X)
-        X, w, _ = prepare_fit_data(X, sample_weight, "none", getattr(self, "device", "auto"))
-        res = run_pass(X, {"i": inertia_aggregation(self._state()),
-                           "data": data_stats_aggregation()},
-                       sample_weight=w, split_every=self.split_every, name="balanced-kmeans-score")
-        check_data_stats(res["data"], X)  # NaN and inf, found in the same pass
+        session = self._scoring_session(X, sample_weight)
+        res = session.run_pass({"i": inertia_aggregation(self._state())},
+                               name="balanced-kmeans-score")
         return -float(res["i"]["inertia"])

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
-import dask.array as da
 import numpy as np
 
 from sklearn.base import BaseEstimator
 
 from ..exceptions import DclustValueError, NotFittedError
 from ..io.model import read_model, save_model
-from ..runtime.client import get_client
-from ..runtime.compute import cache_array, scatter_array
-from ..validation import DEFAULT_CHUNK_BYTES, as_dask_rows, check_sample_weight
+from ..runtime.placement import prepare_fit_data
+from ..validation import as_dask_rows
 
-__all__ = ["DclustEstimator", "load", "register", "prepare_fit_data", "require_finite_block"]
+__all__ = ["DclustEstimator", "load", "register", "map_rows", "prepare_fit_data", "require_finite_block"]
 
 _REGISTRY: dict[str, type] = {}
 # Modules whose estimators load() must know even when the user has not imported them
@@ -42,6 +38,32 @@ def require_finite_block(X, block_info=None):
         )
 
 
+def map_rows(X, fn, *args, n_out=None, dtype=np.int32):
+    """Apply a per-block function to the rows of ``X``: directly on a NumPy array, lazily
+    (``map_blocks``) on a dask array.
+
+    ``fn(block, *args, block_info=None)`` returns one value per row (``n_out=None``) or
+    ``n_out`` values per row.
+    """
+    if isinstance(X, np.ndarray):
+        return fn(X, *args)
+    if n_out is None:
+        return X.map_blocks(fn, *args, drop_axis=1, dtype=dtype, meta=np.empty((0,), dtype))
+    return X.map_blocks(fn, *args, chunks=(X.chunks[0], (n_out,)), dtype=dtype,
+                        meta=np.empty((0, 0), dtype))
+
+
+def _feature_names(X):
+    """Column names of a DataFrame whose columns are all strings, else ``None``."""
+    cols = getattr(X, "columns", None)
+    if cols is None or not hasattr(X, "iloc"):
+        return None
+    names = np.asarray(list(cols), dtype=object)
+    if len(names) and all(isinstance(n, str) for n in names):
+        return names
+    return None
+
+
 def register(cls):
     """Make ``cls`` loadable by :func:`load` under its class name."""
     _REGISTRY[cls.__name__] = cls
@@ -52,11 +74,49 @@ class DclustEstimator(BaseEstimator):
     """What every dclust estimator shares on top of scikit-learn's ``BaseEstimator``.
 
     Parameters are the keyword arguments of ``__init__``, stored unchanged and validated
-    in ``fit``, so ``clone``, pipelines and grid searches work as with scikit-learn.
+    in ``fit`` against the class's declarations (``_params``, a tuple of
+    :class:`dclust.params.Param`), so ``clone``, pipelines and grid searches work as
+    with scikit-learn, and the CLI's options come from the same declarations.
     """
 
+    _params: tuple = ()
     _fitted_arrays: tuple = ()
     _fitted_scalars: tuple = ()
+
+    def _check_params(self):
+        """Validate the declared parameters (and ``device``) before any work."""
+        from ..params import check_params
+        from ..runtime.device import check_device
+
+        check_params(self)
+        if "device" in self._get_param_names():
+            check_device(self.device)
+
+    def _session(self, X, sample_weight=None, **kw):
+        """A :class:`~dclust.algorithms.session.FitSession` with this estimator's runtime
+        parameters (cache, device, split_every, progress, checkpoint, resume)."""
+        from ..algorithms.session import FitSession
+
+        self._remember_feature_names(X)
+        get = self.get_params(deep=False)
+        opts = dict(algorithm=type(self).__name__, cache=get.get("cache", "auto"),
+                    device=get.get("device", "cpu"), split_every=get.get("split_every"),
+                    progress=bool(get.get("progress", False)) or bool(get.get("verbose", 0)),
+                    checkpoint=get.get("checkpoint"), resume=bool(get.get("resume", False)),
+                    storage_options=get.get("storage_options"))
+        opts.update(kw)
+        return FitSession(X, sample_weight, **opts)
+
+    def _scoring_session(self, X, sample_weight=None):
+        """A session over new data for ``score``: streamed (not persisted), its NaN and
+        inf found in the scoring pass itself, no checkpoint."""
+        from ..algorithms.session import FitSession
+
+        X = self._check_X(X)
+        get = self.get_params(deep=False)
+        session = FitSession(X, sample_weight, algorithm=type(self).__name__, cache="none",
+                             device=get.get("device", "cpu"), split_every=get.get("split_every"))
+        return session.open(random_state=0)
 
     def _check_fitted(self):
         if not hasattr(self, "cluster_centers_"):
@@ -64,16 +124,86 @@ class DclustEstimator(BaseEstimator):
                 f"This {type(self).__name__} instance is not fitted yet; call fit(X) first."
             )
 
+    # ---- feature names (pandas input) ----------------------------------------------
+    def _remember_feature_names(self, X):
+        names = _feature_names(X)
+        if names is None:
+            self.__dict__.pop("feature_names_in_", None)
+        else:
+            self.feature_names_in_ = names
+
+    def _check_feature_names(self, X):
+        """Refuse columns other than, or in another order than, those seen in ``fit``:
+        predicting on reordered columns would give wrong labels without a word."""
+        import warnings
+
+        fitted = getattr(self, "feature_names_in_", None)
+        names = _feature_names(X)
+        name = type(self).__name__
+        if fitted is None and names is None:
+            return
+        if fitted is None:
+            warnings.warn(f"X has feature names, but {name} was fitted without feature names",
+                          UserWarning, stacklevel=4)
+            return
+        if names is None:
+            warnings.warn(f"X does not have valid feature names, but {name} was fitted with "
+                          "feature names", UserWarning, stacklevel=4)
+            return
+        if len(fitted) == len(names) and (fitted == names).all():
+            return
+        unseen = [n for n in names if n not in set(fitted)]
+        missing = [n for n in fitted if n not in set(names)]
+        msg = "The feature names should match those that were passed during fit.\n"
+        if unseen:
+            msg += "Feature names unseen at fit time:\n" + "".join(f"- {n}\n" for n in unseen[:5])
+        if missing:
+            msg += "Feature names seen at fit time, yet now missing:\n" + \
+                "".join(f"- {n}\n" for n in missing[:5])
+        if not unseen and not missing:
+            msg += ("Feature names must be in the same order as they were in fit: select them "
+                    "in that order, for example X[est.feature_names_in_].\n")
+        raise DclustValueError(msg)
+
     def _check_X(self, X):
         """``X`` as a row-chunked array with the fitted number of features."""
         self._check_fitted()
+        self._check_feature_names(X)
         X = as_dask_rows(X)
-        if X.shape[1] != self.cluster_centers_.shape[1]:
+        n_fitted = self.cluster_centers_.shape[1]
+        if X.shape[1] != n_fitted:
             raise DclustValueError(
                 f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                f"{self.cluster_centers_.shape[1]} features as input (the number it was fitted on)."
+                f"{n_fitted} features as input (the number it was fitted on)."
             )
         return X
+
+    # ---- output names (set_output) -------------------------------------------------
+    @property
+    def _n_features_out(self):
+        return self.cluster_centers_.shape[0]
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the ``transform`` outputs: ``"<estimator>0"``, ``"<estimator>1"``, ...
+
+        Parameters
+        ----------
+        input_features : array-like of str or None
+            Ignored, as in scikit-learn's clusterers (checked against
+            ``feature_names_in_`` when given).
+
+        Returns
+        -------
+        ndarray of str objects, one per cluster.
+        """
+        self._check_fitted()
+        if input_features is not None:
+            fitted = getattr(self, "feature_names_in_", None)
+            given = np.asarray(input_features, dtype=object)
+            if fitted is not None and (len(given) != len(fitted) or (given != fitted).any()):
+                raise DclustValueError("input_features is not equal to feature_names_in_.")
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(self._n_features_out)], dtype=object)
 
     # ---- persistence -------------------------------------------------------------
     def save(self, path, *, storage_options=None):
@@ -92,6 +222,8 @@ class DclustEstimator(BaseEstimator):
                 v = None
             params[k] = v
         attributes = {k: getattr(self, k) for k in self._fitted_scalars if hasattr(self, k)}
+        if getattr(self, "feature_names_in_", None) is not None:
+            attributes["feature_names_in_"] = [str(n) for n in self.feature_names_in_]
         arrays = {k: getattr(self, k) for k in self._fitted_arrays if hasattr(self, k)}
         arrays.update(array_params)
         return save_model(path, type(self).__name__, params, attributes, arrays,
@@ -137,66 +269,10 @@ def load(path, *, storage_options=None):
                    if k.startswith("param:") and k[len("param:"):] in valid})
     est = cls(**params)
     for k, v in meta.get("attributes", {}).items():
+        if k == "feature_names_in_":
+            v = np.asarray(v, dtype=object)
         setattr(est, k, v)
     for k, v in arrays.items():
         if not k.startswith("param:"):
             setattr(est, k, v)
     return est
-
-
-def _numpy_row_chunk(X: np.ndarray) -> int:
-    n, d = X.shape
-    by_bytes = max(1, DEFAULT_CHUNK_BYTES // max(1, d * X.itemsize))
-    try:
-        threads = sum(get_client().nthreads().values())
-    except Exception:  # pragma: no cover
-        threads = 1
-    # At least one chunk per worker thread once there is enough work to share.
-    by_threads = max(1, math.ceil(n / max(1, min(threads, n // 20_000 or 1))))
-    return int(min(by_bytes, by_threads, max(n, 1)))
-
-
-def prepare_fit_data(X, sample_weight, cache, device="cpu"):
-    """Validate and place ``X`` and its weights for a fit.
-
-    ``device`` (``"cpu"``, ``"cuda"`` or ``"auto"``) says where the kernels run; on
-    ``"cuda"`` the chunks move to the workers' GPUs, and stay there when ``cache`` says
-    to keep the data in memory and it fits in half the GPUs' free memory.
-
-    Returns
-    -------
-    X_work : dask.array.Array
-        What the passes read (persisted on the workers when ``cache`` says so).
-    w_work : dask.array.Array or None
-    X_source : the lazily-defined array labels are computed from later, or the
-        NumPy input itself.
-    """
-    X = as_dask_rows(X)
-    n = X.shape[0]
-    w = check_sample_weight(sample_weight, n)
-    if isinstance(X, np.ndarray):
-        rows = _numpy_row_chunk(X)
-        X_work = scatter_array(X, rows)
-        w_work = None if w is None else (
-            scatter_array(w, rows) if isinstance(w, np.ndarray) else w.rechunk((X_work.chunks[0],))
-        )
-        return _on_device(X_work, w_work, cache, device) + (X,)
-    if w is not None:
-        w = da.from_array(w, chunks=(X.chunks[0],)) if isinstance(w, np.ndarray) else w.rechunk((X.chunks[0],))
-    X_work, (w_work,), _ = cache_array(X, cache, also=(w,))
-    return _on_device(X_work, w_work, cache, device) + (X,)
-
-
-def _on_device(X, w, cache, device):
-    from ..runtime.device import gpu_memory, resolve_device, to_device
-
-    if resolve_device(device) != "cuda":
-        return X, w
-    X_dev, w_dev = to_device(X, "cuda"), to_device(w, "cuda")
-    if cache == "memory" or (cache == "auto" and 2 * X.nbytes <= gpu_memory()):
-        from distributed import wait
-
-        X_dev, w_dev = get_client().persist([X_dev, w_dev]) if w is not None else \
-            (get_client().persist(X_dev), None)
-        wait([X_dev] if w_dev is None else [X_dev, w_dev])
-    return X_dev, w_dev

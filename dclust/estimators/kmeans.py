@@ -2,43 +2,24 @@
 
 from __future__ import annotations
 
-import numbers
-import os
 import warnings
 
 import numpy as np
 from sklearn.base import ClusterMixin, TransformerMixin
 
-from ..algorithms.checkpoint import Checkpoint, array_digest, data_fingerprint
-from ..algorithms.kmeans import (
-    KMeansResult,
-    check_data_stats,
-    check_init_array,
-    data_stats_aggregation,
-    kmeans_fit,
-    lloyd_aggregation,
-    safe_magnitude,
-)
+from .._xp import to_numpy
+from ..algorithms.kmeans import INITS, Lloyd, check_init_array, lloyd_aggregation
+from ..algorithms.datachecks import safe_magnitude
 from ..exceptions import ConvergenceWarning, DclustValueError
 from ..kernels.distances import euclidean_distances
 from ..kernels.lloyd import nearest_center
-from ..reductions.engine import run_pass
-from ..runtime.progress import Progress
-from ..validation import (
-    as_dask_rows,
-    check_n_clusters,
-    check_param,
-    check_random_state,
-    check_sample_weight,
-)
-from .._xp import to_numpy
-from ..runtime.device import check_device, predict_device, to_device_block
+from ..params import Param, common, result_params
+from ..runtime.device import predict_device, to_device_block
+from ..validation import check_n_clusters
+from .base import DclustEstimator, map_rows, register
 from .base import require_finite_block as _require_finite
-from .base import DclustEstimator, prepare_fit_data, register
 
 __all__ = ["KMeans"]
-
-_INITS = ("k-means||", "k-means++", "random")
 
 
 def _precise(X, centers):
@@ -62,12 +43,50 @@ def _distances_block(X, centers, block_info=None):
     return euclidean_distances(_precise(X, centers), centers).astype(X.dtype, copy=False)
 
 
-def _stats_fingerprint(stats):
-    """The data statistics a checkpoint keeps to recognise its data."""
-    if stats is None:
-        return None
-    return {key: np.asarray(stats[key], dtype=np.float64)
-            for key in ("count", "mean", "m2", "absmax", "weight_sum") if key in stats}
+def check_init(init):
+    """A string init must be one dclust knows; arrays and callables are checked at ``fit``."""
+    if isinstance(init, str):
+        if init not in INITS:
+            raise DclustValueError(
+                f"Unknown init {init!r}; expected one of 'k-means||', 'k-means++', 'random', a "
+                "callable or an array of shape (n_clusters, n_features)."
+            )
+    elif not (callable(init) or hasattr(init, "shape") or isinstance(init, (list, tuple))):
+        raise DclustValueError(
+            f"init={init!r} is not valid; expected one of 'k-means||', 'k-means++', 'random', a "
+            "callable or an array of shape (n_clusters, n_features)."
+        )
+    return init
+
+
+def check_algorithm(algorithm):
+    """scikit-learn's ``algorithm``: dclust runs Lloyd passes whatever is asked."""
+    if algorithm == "elkan":
+        raise DclustValueError(
+            "algorithm='elkan' is not available: Elkan's bounds are per-row state that would "
+            "have to be kept between passes over data larger than memory. dclust runs Lloyd "
+            "iterations (one pass each); pass algorithm='lloyd' (or 'auto')."
+        )
+    if algorithm not in ("lloyd", "auto"):
+        raise DclustValueError(f"algorithm={algorithm!r} is not valid; expected 'lloyd' or 'auto'.")
+    return algorithm
+
+
+def effective_n_init(n_init, init):
+    """scikit-learn's rule for ``n_init="auto"``: 10 runs for a random or callable init,
+    one otherwise; an explicit init array always runs once (with a warning when more
+    were asked for)."""
+    explicit = not isinstance(init, str) and not callable(init)
+    if n_init == "auto":
+        return 1 if explicit or init in ("k-means||", "k-means++") else 10
+    if explicit and n_init != 1:
+        warnings.warn(
+            "Explicit initial center position passed: performing only one init in KMeans "
+            f"instead of n_init={n_init}.",
+            RuntimeWarning, stacklevel=3,
+        )
+        return 1
+    return int(n_init)
 
 
 @register
@@ -75,29 +94,41 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
     """K-means clustering of data larger than memory, on a Dask cluster.
 
     Each iteration is one pass over the data: every row-chunk computes its nearest
-    centres by GEMM and the per-cluster sums in one fused kernel, and a tree reduction
-    brings the ``k x d`` sums back to the client.
+    centres and the per-cluster sums in one fused kernel, and a tree reduction brings
+    the ``k x d`` sums back to the client.
 
     Parameters
     ----------
     n_clusters : int, default=8
         Number of clusters.
-    init : {"k-means||", "k-means++", "random"} or ndarray of shape (n_clusters, n_features), default="k-means||"
+    init : {"k-means||", "k-means++", "random"}, callable or array of shape (n_clusters, n_features), default="k-means||"
         ``"k-means||"``: Bahmani et al.'s scalable k-means++ (about ``2k`` candidates a
         round, 5 rounds, candidates weighted by the points they attract, reclustered with
-        weighted k-means++), run on a uniform sample of ``init_size`` rows drawn in one
-        pass. ``"k-means++"``: greedy k-means++ on that sample. ``"random"``: ``k`` rows
-        drawn at random (weighted by ``sample_weight``). An array is used as given.
-    n_init : int, default=1
-        Runs with different seeds; the one with the lowest inertia is kept.
+        weighted k-means++ several times and the best kept), run on a uniform sample of
+        ``init_size`` rows drawn in one pass. ``"k-means++"``: greedy k-means++ on that
+        sample. ``"random"``: ``k`` rows drawn at random (weighted by ``sample_weight``).
+        A callable is called as ``init(sample, n_clusters, random_state)`` on that sample
+        (scikit-learn calls it on ``X``) and must return the centres. An array is used as
+        given.
+    n_init : "auto" or int, default="auto"
+        Runs with different seeds; the one with the lowest inertia is kept. ``"auto"``
+        (scikit-learn's rule): 10 for ``init="random"`` or a callable, 1 otherwise.
     max_iter : int, default=300
         Maximum Lloyd iterations per run.
     tol : float, default=1e-4
         Convergence when the squared movement of the centres is at most ``tol`` times
         the mean per-feature variance of ``X`` (scikit-learn's rule).
-    random_state : int, numpy Generator or None, default=None
+    verbose : int, default=0
+        Print a line after the initialisation and after every iteration, as
+        scikit-learn does.
+    random_state : int, numpy Generator, RandomState or None, default=None
         Seed. With the same seed and chunking the result is bit-identical whatever the
         number of workers.
+    copy_x : bool, default=True
+        Accepted for scikit-learn compatibility; has no effect: dclust never modifies
+        ``X`` (chunks are read, centred copies are never made in place).
+    algorithm : {"lloyd", "auto"}, default="lloyd"
+        Lloyd iterations. ``"elkan"`` is refused with an explanation.
     cache : {"auto", "memory", "none"}, default="auto"
         ``"memory"`` persists ``X`` on the workers for the fit; ``"none"`` streams it from
         its source (Zarr) on every pass; ``"auto"`` persists when it takes at most half
@@ -140,6 +171,8 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
     n_iter_ : int
     converged_ : bool
     n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names, when ``X`` was a DataFrame with string column names.
     n_passes_ : int
         Passes over the data the fit made (init, iterations and the final inertia).
 
@@ -156,19 +189,44 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
     (16, 32)
     """
 
+    _params = (
+        Param("n_clusters", "number of clusters", "int", low=1, short="-k", metavar="K",
+              required=True),
+        Param("init", "initialisation", "any", options=INITS),
+        Param("n_init", "runs with different seeds; the lowest inertia wins ('auto': 10 for "
+              "random init, else 1)", "int", low=1, options=("auto",), metavar="N"),
+        Param("max_iter", "maximum Lloyd iterations per run", "int", low=1, metavar="N"),
+        Param("tol", "stop when the centres move less than F times the mean feature variance",
+              "float", low=0, metavar="F"),
+        Param("verbose", "print a line per iteration", "int", low=0, result=False, flag=None),
+        *common("random_state"),
+        Param("copy_x", "no effect (X is never modified)", "bool", result=False, flag=None),
+        Param("algorithm", "k-means algorithm ('lloyd'; 'elkan' is not available)", "any",
+              result=False, flag=None),
+        *common("cache"),
+        Param("init_size", "rows the seeding runs on", "int", low=1, none=True, metavar="N"),
+        Param("oversampling_factor", "k-means|| candidates per round, times n_clusters",
+              "float", low=0, low_open=True, metavar="F"),
+        Param("init_max_iter", "k-means|| rounds", "int", low=0, metavar="N"),
+        *common("split_every", "progress", "checkpoint", "resume", "storage_options", "device"),
+    )
     _fitted_arrays = ("cluster_centers_",)
     _fitted_scalars = ("inertia_", "n_iter_", "converged_", "n_features_in_", "n_passes_")
 
-    def __init__(self, n_clusters=8, *, init="k-means||", n_init=1, max_iter=300, tol=1e-4,
-                 random_state=None, cache="auto", init_size=None, oversampling_factor=2.0,
-                 init_max_iter=5, split_every=None, progress=True, checkpoint=None,
-                 resume=False, storage_options=None, device="auto"):
+    def __init__(self, n_clusters=8, *, init="k-means||", n_init="auto", max_iter=300, tol=1e-4,
+                 verbose=0, random_state=None, copy_x=True, algorithm="lloyd", cache="auto",
+                 init_size=None, oversampling_factor=2.0, init_max_iter=5, split_every=None,
+                 progress=True, checkpoint=None, resume=False, storage_options=None,
+                 device="auto"):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
         self.max_iter = max_iter
         self.tol = tol
+        self.verbose = verbose
         self.random_state = random_state
+        self.copy_x = copy_x
+        self.algorithm = algorithm
         self.cache = cache
         self.init_size = init_size
         self.oversampling_factor = oversampling_factor
@@ -180,41 +238,10 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         self.storage_options = storage_options
         self.device = device
 
-    def _validate_params(self):
-        if isinstance(self.init, str):
-            if self.init not in _INITS:
-                raise DclustValueError(
-                    f"Unknown init {self.init!r}; expected one of 'k-means||', 'k-means++', "
-                    "'random' or an array of shape (n_clusters, n_features)."
-                )
-        elif not hasattr(self.init, "shape") and not isinstance(self.init, (list, tuple)):
-            raise DclustValueError(
-                f"init={self.init!r} is not valid; expected one of 'k-means||', 'k-means++', "
-                "'random' or an array of shape (n_clusters, n_features)."
-            )
-        check_param("n_init", self.n_init, kind=numbers.Integral, low=1)
-        check_device(self.device)
-        check_param("max_iter", self.max_iter, kind=numbers.Integral, low=1)
-        check_param("tol", self.tol, kind=numbers.Real, low=0)
-        check_param("cache", self.cache, options=("auto", "memory", "none"))
-        check_param("oversampling_factor", self.oversampling_factor, kind=numbers.Real, low=0,
-                    low_inclusive=False)
-        check_param("init_max_iter", self.init_max_iter, kind=numbers.Integral, low=0)
-        if self.init_size is not None:
-            check_param("init_size", self.init_size, kind=numbers.Integral, low=1)
-        if self.split_every is not None:
-            check_param("split_every", self.split_every, kind=numbers.Integral, low=2)
-        if not isinstance(self.resume, (bool, np.bool_)):
-            raise DclustValueError(f"resume={self.resume!r} must be True or False.")
-        if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
-            raise DclustValueError(
-                f"checkpoint={self.checkpoint!r} must be a path or URL of a checkpoint file "
-                "(for example 'fit.ckpt.npz'), or None."
-            )
-        if self.resume and self.checkpoint is None:
-            raise DclustValueError(
-                "resume=True needs checkpoint=PATH, the checkpoint file of the fit to continue."
-            )
+    def _check_params(self):
+        check_init(self.init)
+        check_algorithm(self.algorithm)
+        super()._check_params()
 
     def fit(self, X, y=None, sample_weight=None):
         """Compute k-means clustering.
@@ -229,155 +256,61 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         -------
         self : KMeans
         """
-        self._validate_params()
-        X_arr = as_dask_rows(X)
-        n, d = X_arr.shape
+        self._check_params()
+        session = self._session(X, sample_weight, verbose=self.verbose)
+        n, d = session.n_samples, session.n_features
         k = check_n_clusters(self.n_clusters, n)
         init = self.init
-        if not isinstance(init, str):
+        if not isinstance(init, str) and not callable(init):
             init = check_init_array(init, k, d)  # before any data is placed on the cluster
-        seed = None if self.random_state is None and self.resume else check_random_state(self.random_state)
-        n_init = 1 if not isinstance(init, str) else self.n_init
-        progress = Progress(f"KMeans(k={k})", enabled=bool(self.progress))
-        if isinstance(X_arr, np.ndarray):  # its chunking is chosen when it is placed
-            X_work, w_work, X_source = prepare_fit_data(X_arr, sample_weight, self.cache, self.device)
-            ck, saved, seed = self._open_checkpoint(X_work, w_work, k, init, n_init, seed)
-        else:  # refuse a checkpoint before persisting anything
-            weighted = check_sample_weight(sample_weight, n)
-            ck, saved, seed = self._open_checkpoint(X_arr, weighted, k, init, n_init, seed)
-            X_work, w_work, X_source = prepare_fit_data(X_arr, sample_weight, self.cache, self.device)
-        best = None
-        data_stats = None
-        passes = 0
-        first_run = 0
-        resume_state = None
-        if saved is not None:
-            st = saved.state
-            first_run, passes = int(st["run"]), int(st["passes"])
-            if st.get("best") is not None:
-                best = KMeansResult(centers=saved.arrays["best_centers"], data_stats=None, **st["best"])
-            if st.get("work") is not None:
-                resume_state = dict(st["work"], centers=saved.arrays["centers"])
-
-        def state(run, work=None, centers=None, stats=None, passes_done=0):
-            scalars = {"run": run, "passes": passes_done, "seed": seed, "work": work, "best": None}
-            arrays = {}
-            if best is not None:
-                scalars["best"] = {f: getattr(best, f) for f in
-                                   ("inertia", "n_iter", "converged", "n_passes", "init_inertia",
-                                    "n_nonempty")}
-                arrays["best_centers"] = best.centers
-            if centers is not None:
-                arrays["centers"] = centers
-            return scalars, arrays, stats
-
-        def saver(run):
-            def on_iteration(loop):
-                work = {f: loop[f] for f in ("n_iter", "n_passes", "init_inertia", "n_empty_total",
-                                             "converged", "shift")}
-                scalars, arrays, _ = state(run, work, loop["centers"], passes_done=passes)
-                ck.save(scalars, arrays, stats=_stats_fingerprint(loop["data_stats"]))
-            return on_iteration
-
-        def checker(stats):
-            ck.check_stats(saved.stats, _stats_fingerprint(stats))
-
-        if saved is not None and first_run >= n_init:
-            # The checkpoint holds a finished fit: one pass checks that it is this data's.
-            stats = run_pass(X_work, {"data": data_stats_aggregation()}, sample_weight=w_work,
-                             split_every=self.split_every, name="kmeans-check")["data"]
-            passes += 1
-            check_data_stats(stats, X_arr)
-            checker(stats)
-        for run in range(first_run, n_init):
-            resuming = resume_state is not None and run == first_run
-            res = kmeans_fit(
-                X_work, w_work, k, init=init, max_iter=self.max_iter, tol=self.tol,
-                seed=seed + run, init_size=self.init_size,
-                oversampling_factor=self.oversampling_factor, n_init_rounds=self.init_max_iter,
-                split_every=self.split_every, progress=progress,
-                data_stats=None if resuming else data_stats,
-                resume=resume_state if resuming else None,
-                on_iteration=saver(run) if ck is not None else None,
-                on_data_stats=checker if (saved is not None and data_stats is None) else None,
-            )
-            data_stats = res.data_stats
-            passes += res.n_passes
-            if best is None or res.inertia < best.inertia:
-                best = res
-            if ck is not None:
-                scalars, arrays, _ = state(run + 1, passes_done=passes)
-                ck.save(scalars, arrays, stats=_stats_fingerprint(data_stats))
-        progress.close(
-            f"KMeans(k={k}): {best.n_iter} iterations, inertia {best.inertia:.6g}, "
-            f"{'converged' if best.converged else 'not converged'}"
+        n_init = effective_n_init(self.n_init, init)
+        session.set_label(f"KMeans(k={k})")
+        session.open(result_params(self, n_clusters=k, init=init, n_init=n_init),
+                     self.random_state)
+        seed = session.seed
+        best = session.run(
+            lambda run: Lloyd(k, init=init, max_iter=self.max_iter, tol=self.tol, seed=seed + run,
+                              init_size=self.init_size,
+                              oversampling_factor=self.oversampling_factor,
+                              n_init_rounds=self.init_max_iter),
+            n_runs=n_init, key=lambda r: r["inertia"],
         )
-        if not best.converged:
+        session.close(
+            f"KMeans(k={k}): {best['n_iter']} iterations, inertia {best['inertia']:.6g}, "
+            f"{'converged' if best['converged'] else 'not converged'}"
+        )
+        if not best["converged"]:
             warnings.warn(
                 f"KMeans stopped at max_iter={self.max_iter} before the centres moved less than "
                 f"tol={self.tol}; raise max_iter or tol.",
                 ConvergenceWarning,
                 stacklevel=2,
             )
-        if best.n_nonempty < k:
+        if best["n_nonempty"] < k:
             warnings.warn(
-                f"Number of distinct clusters ({best.n_nonempty}) found smaller than "
+                f"Number of distinct clusters ({best['n_nonempty']}) found smaller than "
                 f"n_clusters ({k}). Possibly due to duplicate points in X.",
                 ConvergenceWarning,
                 stacklevel=2,
             )
-        dtype = X_arr.dtype
-        self.cluster_centers_ = best.centers.astype(dtype)
-        self.inertia_ = float(best.inertia)
-        self.n_iter_ = int(best.n_iter)
-        self.converged_ = bool(best.converged)
+        self.cluster_centers_ = np.asarray(best["centers"]).astype(session.dtype)
+        self.inertia_ = float(best["inertia"])
+        self.n_iter_ = int(best["n_iter"])
+        self.converged_ = bool(best["converged"])
         self.n_features_in_ = int(d)
-        self.n_passes_ = int(passes)
-        self._init_inertia = best.init_inertia
-        self.labels_ = self._predict_array(X_source)
+        self.n_passes_ = int(session.n_passes)
+        self._init_inertia = best["init_inertia"]
+        self._fit_seed = seed
+        self.labels_ = self._predict_array(session.X_source)
         return self
-
-    def _checkpoint_params(self, k, init, n_init, seed):
-        """The parameters a checkpoint must agree on (those that change the result)."""
-        return {
-            "n_clusters": int(k),
-            "init": init if isinstance(init, str) else array_digest(init),
-            "n_init": int(n_init),
-            "max_iter": int(self.max_iter),
-            "tol": float(self.tol),
-            "random_state": seed,
-            "init_size": self.init_size,
-            "oversampling_factor": float(self.oversampling_factor),
-            "init_max_iter": int(self.init_max_iter),
-            "split_every": self.split_every,
-        }
-
-    def _open_checkpoint(self, X, w, k, init, n_init, seed):
-        """``(checkpoint, saved state or None, seed)`` for this fit."""
-        if self.checkpoint is None:
-            return None, None, seed
-        ck = Checkpoint(self.checkpoint, "KMeans", self._checkpoint_params(k, init, n_init, seed),
-                        data_fingerprint(X, w), storage_options=self.storage_options)
-        if not self.resume:
-            return ck, None, seed
-        if seed is None:  # random_state=None: continue with the interrupted fit's seed
-            seed = ck.saved_seed()
-            if seed is None:
-                seed = check_random_state(None)
-            ck.params["random_state"] = seed
-        return ck, ck.load(), seed
 
     # ---- prediction --------------------------------------------------------------
     def _centers64(self):
         return np.asarray(self.cluster_centers_, dtype=np.float64)
 
     def _predict_array(self, X):
-        C = self._centers64()
         device = predict_device(getattr(self, "device", "auto"), X)
-        if isinstance(X, np.ndarray):
-            return _labels_block(X, C, device)
-        return X.map_blocks(_labels_block, C, device, drop_axis=1, dtype=np.int32,
-                            meta=np.empty((0,), np.int32))
+        return map_rows(X, _labels_block, self._centers64(), device)
 
     def predict(self, X):
         """Index of the nearest centre for each sample.
@@ -394,18 +327,16 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         """Euclidean distances to every centre, shape (n_samples, n_clusters)."""
         X = self._check_X(X)
         C = self._centers64()
-        if isinstance(X, np.ndarray):
-            return _distances_block(X, C).astype(X.dtype)
-        k = C.shape[0]
-        return X.map_blocks(_distances_block, C, chunks=(X.chunks[0], (k,)), dtype=X.dtype)
+        out = map_rows(X, _distances_block, C, n_out=C.shape[0], dtype=X.dtype)
+        return out.astype(X.dtype, copy=False) if isinstance(out, np.ndarray) else out
 
     def fit_transform(self, X, y=None, sample_weight=None):
+        """``fit(X)`` then return ``transform(X)``."""
         return self.fit(X, sample_weight=sample_weight).transform(X)
 
     def score(self, X, y=None, sample_weight=None):
         """Opposite of the inertia of ``X`` under the fitted centres (one pass)."""
-        X, w, _ = prepare_fit_data(self._check_X(X), sample_weight, "none", self.device)
-        C = self._centers64()
-        res = run_pass(X, {"lloyd": lloyd_aggregation(C, 0)}, sample_weight=w,
-                       split_every=self.split_every, name="kmeans-score")
+        session = self._scoring_session(X, sample_weight)
+        res = session.run_pass({"lloyd": lloyd_aggregation(self._centers64(), 0)},
+                               name="kmeans-score")
         return -float(res["lloyd"]["inertia"])

@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import numbers
 import warnings
 
 import numpy as np
 from sklearn.base import ClusterMixin, TransformerMixin
 
-from ..algorithms.kmeans import check_data_stats, data_stats_aggregation
+from .._xp import to_numpy
 from ..algorithms.kmedoids import (
-    clara_fit,
+    Clara,
     check_fasterpam_fits,
     cost_aggregation,
     default_n_sampling,
     fasterpam_fit,
 )
-from .._xp import to_numpy
 from ..exceptions import ConvergenceWarning, DclustValueError
 from ..kernels.medoids import medoid_assign
 from ..kernels.metrics import METRICS, pairwise_distances
-from ..reductions.engine import run_pass
-from ..runtime.device import check_device, predict_device, to_device_block
-from ..runtime.progress import Progress
-from ..validation import as_dask_rows, check_n_clusters, check_param, check_random_state
+from ..params import Param, common, result_params
+from ..runtime.device import predict_device, to_device_block
+from ..validation import check_n_clusters
+from .base import DclustEstimator, map_rows, register
 from .base import require_finite_block as _require_finite
-from .base import DclustEstimator, prepare_fit_data, register
 
 __all__ = ["KMedoids"]
 
@@ -116,6 +113,10 @@ class KMedoids(ClusterMixin, TransformerMixin, DclustEstimator):
         per-cluster statistics come back). ``"auto"``: the GPUs when every worker has one,
         else the CPUs. FasterPAM on the CLARA samples, and ``method="fasterpam"`` on the
         full matrix, run on this machine's CPU whatever the device.
+    checkpoint, resume, storage_options : as :class:`dclust.KMeans`. With
+        ``method="clara"`` the state is saved after every CLARA sample and every
+        refinement pass; ``method="fasterpam"`` runs in memory in one step, and its
+        checkpoint holds the finished result.
 
     Attributes
     ----------
@@ -154,9 +155,28 @@ class KMedoids(ClusterMixin, TransformerMixin, DclustEstimator):
     _fitted_scalars = ("inertia_", "clara_inertia_", "n_iter_", "converged_", "n_passes_",
                        "n_features_in_")
 
+    _params = (
+        Param("n_clusters", "number of medoids", "int", low=1, short="-k", metavar="K",
+              required=True),
+        Param("metric", "dissimilarity", "any", options=METRICS),
+        Param("method", "clara (samples and passes on the cluster) or fasterpam (the full "
+              "n x n matrix in this machine's memory)", "choice", options=_METHODS),
+        Param("n_sampling", "rows per CLARA sample (default 80 + 4k)", "int", low=1, none=True,
+              metavar="N"),
+        Param("n_sampling_iter", "CLARA samples", "int", low=1, metavar="N"),
+        Param("max_iter", "maximum FasterPAM iterations per sample and refinement passes",
+              "int", low=1, metavar="N"),
+        Param("refine", "refinement passes on the full data after CLARA", "bool"),
+        Param("max_memory", "bytes method=fasterpam may use for its matrix (default: half the "
+              "available memory)", "int", low=0, none=True, result=False, metavar="BYTES"),
+        *common("random_state", "cache", "split_every", "progress", "checkpoint", "resume",
+                "storage_options", "device"),
+    )
+
     def __init__(self, n_clusters=8, *, metric="euclidean", method="clara", n_sampling=None,
                  n_sampling_iter=5, max_iter=100, refine=True, max_memory=None, random_state=None,
-                 cache="auto", split_every=None, progress=True, device="auto"):
+                 cache="auto", split_every=None, progress=True, checkpoint=None, resume=False,
+                 storage_options=None, device="auto"):
         self.n_clusters = n_clusters
         self.metric = metric
         self.method = method
@@ -169,22 +189,14 @@ class KMedoids(ClusterMixin, TransformerMixin, DclustEstimator):
         self.cache = cache
         self.split_every = split_every
         self.progress = progress
+        self.checkpoint = checkpoint
+        self.resume = resume
+        self.storage_options = storage_options
         self.device = device
 
-    def _validate_params(self):
-        check_device(self.device)
+    def _check_params(self):
         check_metric(self.metric)
-        check_param("method", self.method, options=_METHODS)
-        check_param("n_sampling_iter", self.n_sampling_iter, kind=numbers.Integral, low=1)
-        check_param("max_iter", self.max_iter, kind=numbers.Integral, low=1)
-        check_param("refine", self.refine, options=(True, False))
-        check_param("cache", self.cache, options=("auto", "memory", "none"))
-        if self.n_sampling is not None:
-            check_param("n_sampling", self.n_sampling, kind=numbers.Integral, low=1)
-        if self.max_memory is not None:
-            check_param("max_memory", self.max_memory, kind=numbers.Integral, low=0)
-        if self.split_every is not None:
-            check_param("split_every", self.split_every, kind=numbers.Integral, low=2)
+        super()._check_params()
 
     def fit(self, X, y=None):
         """Compute k-medoids clustering.
@@ -198,9 +210,11 @@ class KMedoids(ClusterMixin, TransformerMixin, DclustEstimator):
         -------
         self : KMedoids
         """
-        self._validate_params()
-        X_arr = as_dask_rows(X)
-        n, d = X_arr.shape
+        self._check_params()
+        fasterpam = self.method == "fasterpam"
+        session = self._session(X, None, place=not fasterpam,
+                                **({"checks": None} if fasterpam else {}))
+        n, d = session.n_samples, session.n_features
         k = check_n_clusters(self.n_clusters, n)
         if self.n_sampling is not None and self.n_sampling < k:
             raise DclustValueError(
@@ -208,42 +222,39 @@ class KMedoids(ClusterMixin, TransformerMixin, DclustEstimator):
                 f"hold at least one row per medoid. Leave n_sampling=None for FastCLARA's "
                 f"80 + 4 k = {default_n_sampling(k)} rows, or lower n_clusters."
             )
-        seed = check_random_state(self.random_state)
         label = f"KMedoids(k={k}, {self.method})"
-        progress = Progress(label, enabled=bool(self.progress))
-        for attr in ("clara_inertia_",):
-            self.__dict__.pop(attr, None)
-        if self.method == "fasterpam":
+        session.set_label(label)
+        self.__dict__.pop("clara_inertia_", None)
+        if fasterpam:
             check_fasterpam_fits(n, self.max_memory)  # before reading the data
-            predict_device(self.device, X_arr)  # the labels run there: refuse a bad device now
-            X_np = X_arr if isinstance(X_arr, np.ndarray) else X_arr.compute()
-            X_source = X_arr
-            res = fasterpam_fit(np.asarray(X_np), k, metric=self.metric, max_iter=self.max_iter,
-                                seed=seed, max_memory=self.max_memory)
+            predict_device(self.device, session.X_input)  # the labels run there: refuse now
+        session.open(result_params(self, n_clusters=k), self.random_state)
+        if fasterpam:
+            algo = _InMemory(k, self.metric, self.max_iter, session.seed, self.max_memory)
         else:
-            X_work, _, X_source = prepare_fit_data(X_arr, None, self.cache, self.device)
-            res = clara_fit(X_work, k, metric=self.metric, n_sampling=self.n_sampling,
-                            n_sampling_iter=self.n_sampling_iter, max_iter=self.max_iter,
-                            refine=bool(self.refine), seed=seed, split_every=self.split_every,
-                            progress=progress)
-            self.clara_inertia_ = float(res.clara_loss)
-        progress.close(f"{label}: loss {res.loss:.6g}, {res.n_iter} iterations, "
-                       f"{res.n_passes} passes")
-        if not res.converged:
+            algo = Clara(k, metric=self.metric, n_sampling=self.n_sampling,
+                         n_sampling_iter=self.n_sampling_iter, max_iter=self.max_iter,
+                         refine=bool(self.refine), seed=session.seed)
+        res = session.run(lambda run: algo)
+        if not fasterpam:
+            self.clara_inertia_ = float(res["clara_loss"])
+        session.close(f"{label}: loss {res['loss']:.6g}, {res['n_iter']} iterations, "
+                      f"{session.n_passes} passes")
+        if not res["converged"]:
             warnings.warn(
                 f"KMedoids stopped at max_iter={self.max_iter} while medoids were still moving; "
                 "raise max_iter.",
                 ConvergenceWarning,
                 stacklevel=2,
             )
-        self.medoid_indices_ = np.asarray(res.medoid_rows, dtype=np.int64)
-        self.cluster_centers_ = np.asarray(res.medoids).astype(X_arr.dtype)
-        self.inertia_ = float(res.loss)
-        self.n_iter_ = int(res.n_iter)
-        self.converged_ = bool(res.converged)
-        self.n_passes_ = int(res.n_passes)
+        self.medoid_indices_ = np.asarray(res["medoid_rows"], dtype=np.int64)
+        self.cluster_centers_ = np.asarray(res["medoids"]).astype(session.dtype)
+        self.inertia_ = float(res["loss"])
+        self.n_iter_ = int(res["n_iter"])
+        self.converged_ = bool(res["converged"])
+        self.n_passes_ = int(session.n_passes)
         self.n_features_in_ = int(d)
-        self.labels_ = self._predict_array(X_source)
+        self.labels_ = self._predict_array(session.X_source)
         return self
 
     # ---- prediction --------------------------------------------------------------
@@ -251,12 +262,8 @@ class KMedoids(ClusterMixin, TransformerMixin, DclustEstimator):
         return np.asarray(self.cluster_centers_, dtype=np.float64)
 
     def _predict_array(self, X):
-        M = self._medoids64()
         device = predict_device(getattr(self, "device", "auto"), X)
-        if isinstance(X, np.ndarray):
-            return _labels_block(X, M, self.metric, device)
-        return X.map_blocks(_labels_block, M, self.metric, device, drop_axis=1, dtype=np.int32,
-                            meta=np.empty((0,), np.int32))
+        return map_rows(X, _labels_block, self._medoids64(), self.metric, device)
 
     def predict(self, X):
         """Index of the nearest medoid of each sample.
@@ -274,20 +281,44 @@ class KMedoids(ClusterMixin, TransformerMixin, DclustEstimator):
         X = self._check_X(X)
         M = self._medoids64()
         device = predict_device(getattr(self, "device", "auto"), X)
-        if isinstance(X, np.ndarray):
-            return _distances_block(X, M, self.metric, device).astype(X.dtype)
-        k = M.shape[0]
-        return X.map_blocks(_distances_block, M, self.metric, device, chunks=(X.chunks[0], (k,)),
-                            dtype=X.dtype)
+        out = map_rows(X, _distances_block, M, self.metric, device, n_out=M.shape[0],
+                       dtype=X.dtype)
+        return out.astype(X.dtype, copy=False) if isinstance(out, np.ndarray) else out
 
     def fit_transform(self, X, y=None):
         return self.fit(X).transform(X)
 
     def score(self, X, y=None):
         """Opposite of the total deviation of ``X`` from the fitted medoids (one pass)."""
-        X, _, _ = prepare_fit_data(self._check_X(X), None, "none", getattr(self, "device", "auto"))
-        res = run_pass(X, {"cost": cost_aggregation([self._medoids64()], self.metric),
-                           "data": data_stats_aggregation()},
-                       split_every=self.split_every, name="kmedoids-score")
-        check_data_stats(res["data"], X)  # NaN and inf, found in the same pass
+        session = self._scoring_session(X)
+        res = session.run_pass({"cost": cost_aggregation([self._medoids64()], self.metric)},
+                               name="kmedoids-score")
         return -float(res["cost"]["cost"][0])
+
+
+class _InMemory:
+    """``method="fasterpam"``: the whole fit in one step on this machine (no passes)."""
+
+    name = "KMedoids"
+    init_label = "fasterpam"
+
+    def __init__(self, k, metric, max_iter, seed, max_memory):
+        self.k, self.metric, self.max_iter = k, metric, max_iter
+        self.seed, self.max_memory = seed, max_memory
+
+    def start(self, session):
+        pass
+
+    def init_state(self, session):
+        X = session.X_input
+        X_np = np.asarray(X if isinstance(X, np.ndarray) else X.compute())
+        res = fasterpam_fit(X_np, self.k, metric=self.metric, max_iter=self.max_iter,
+                            seed=self.seed, max_memory=self.max_memory)
+        return {"medoid_rows": res.medoid_rows, "medoids": res.medoids, "loss": res.loss,
+                "n_iter": res.n_iter, "converged": res.converged}
+
+    def converged(self, state):
+        return True
+
+    def finalize(self, session, state):
+        return state

@@ -78,7 +78,7 @@ def data_fingerprint(X, sample_weight=None) -> dict:
     return {
         "shape": [int(s) for s in X.shape],
         "dtype": str(np.dtype(X.dtype)),
-        "row_chunks": describe_chunks(X.chunks[0]),
+        "row_chunks": describe_chunks(X.chunks[0]) if hasattr(X, "chunks") else "in memory",
         "weighted": sample_weight is not None,
     }
 
@@ -209,7 +209,7 @@ class Checkpoint:
         stats : dict of str to ndarray or float, optional
             The data statistics to check a resumed fit's data against.
         """
-        from ..io.model import save_model
+        from .model import save_model
 
         stored = {k: np.asarray(v) for k, v in arrays.items()}
         for k, v in (stats or {}).items():
@@ -225,7 +225,7 @@ class Checkpoint:
 
     # ---- reading -----------------------------------------------------------------
     def exists(self) -> bool:
-        from ..io.paths import exists
+        from .paths import exists
 
         return exists(self.path, self.storage_options)
 
@@ -235,7 +235,7 @@ class Checkpoint:
         A fit started with ``random_state=None`` drew its seed; resuming it with
         ``random_state=None`` again must use that seed, not a new one.
         """
-        from ..io.model import read_model
+        from .model import read_model
 
         if not self.exists():
             return None
@@ -263,7 +263,7 @@ class Checkpoint:
         ModelFormatError
             The file is not a dclust checkpoint.
         """
-        from ..io.model import read_model
+        from .model import read_model
 
         if not self.exists():
             return None

@@ -11,6 +11,9 @@ Building a pass computes nothing; :func:`run_pass` submits it as exactly one com
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import types
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -21,7 +24,7 @@ from dask.highlevelgraph import HighLevelGraph
 from .._xp import to_host
 from ..runtime.compute import compute_graph
 
-__all__ = ["Aggregation", "ChunkContext", "build_pass", "run_pass", "row_offsets"]
+__all__ = ["Aggregation", "ChunkContext", "build_pass", "run_pass", "row_offsets", "state_bytes"]
 
 DEFAULT_SPLIT_EVERY = 8
 # Chunks smaller than this are processed several to a task: a task costs the scheduler
@@ -36,7 +39,7 @@ INLINE_STATE_BYTES = 8 * 2**20
 
 @dataclass(frozen=True)
 class ChunkContext:
-    """Where a chunk sits in ``X``: its index, first global row and the pass's seed."""
+    """Where a chunk sits in ``X``: its index, first global row and number of rows."""
 
     block_id: int
     row_offset: int
@@ -161,7 +164,7 @@ def build_pass(X, aggregations, *, sample_weight=None, split_every=None, name="d
     row_bytes = X.shape[1] * X.dtype.itemsize
     g = group_size(X.chunks[0], row_bytes)
     n_tasks = -(-len(x_keys) // g)
-    if n_tasks * _state_bytes([a.args for a in aggregations.values()]) <= INLINE_STATE_BYTES:
+    if n_tasks * sum(state_bytes(a) for a in aggregations.values()) <= INLINE_STATE_BYTES:
         # Small state (the centres of a few hundred clusters) goes into every task: a
         # separate state task would cost each pass one more worker-scheduler round trip
         # before any chunk can start (~5-10 ms here).
@@ -196,10 +199,24 @@ def build_pass(X, aggregations, *, sample_weight=None, split_every=None, name="d
     return graph, level[0]
 
 
+def state_bytes(agg: Aggregation) -> int:
+    """Bytes of an aggregation's per-pass state, wherever it is held: the bound ``args``
+    and the arguments of ``functools.partial`` chunk and combine callables."""
+    return _state_bytes(agg.args) + _callable_bytes(agg.chunk) + _callable_bytes(agg.combine)
+
+
+def _callable_bytes(fn) -> int:
+    if isinstance(fn, functools.partial):
+        return _state_bytes(fn.args) + _state_bytes(fn.keywords) + _callable_bytes(fn.func)
+    if isinstance(fn, (types.FunctionType, types.BuiltinFunctionType, type)):
+        return 0
+    return _state_bytes(fn)  # a callable object: its fields are state
+
+
 def _state_bytes(obj, depth=0) -> int:
-    """Bytes of the arrays in ``obj`` (nested tuples, lists, dicts); unknown objects
-    count as large, so that only state known to be small is inlined."""
-    if obj is None or isinstance(obj, (bool, int, float, str)):
+    """Bytes of the arrays in ``obj`` (nested tuples, lists, dicts, dataclasses); unknown
+    objects count as large, so that only state known to be small is inlined."""
+    if obj is None or isinstance(obj, (bool, int, float, str, np.generic)):
         return 8
     if isinstance(obj, np.ndarray):
         return obj.nbytes
@@ -207,6 +224,8 @@ def _state_bytes(obj, depth=0) -> int:
         return sum(_state_bytes(o, depth + 1) for o in obj)
     if depth < 4 and isinstance(obj, dict):
         return sum(_state_bytes(o, depth + 1) for o in obj.values())
+    if depth < 4 and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return sum(_state_bytes(getattr(obj, f.name), depth + 1) for f in dataclasses.fields(obj))
     return INLINE_STATE_BYTES + 1
 
 
