@@ -44,6 +44,7 @@ _LAZY = {
 
 __all__ = [
     "__version__",
+    "metrics",
     "KMeans",
     "KMedoids",
     "BalancedKMeans",
@@ -66,7 +67,14 @@ __all__ = [
 ]
 
 
+_SUBMODULES = ("metrics",)
+
+
 def __getattr__(name):
+    if name in _SUBMODULES:  # dclust.metrics after a plain `import dclust`
+        value = importlib.import_module(f"dclust.{name}")
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'dclust' has no attribute {name!r}")
