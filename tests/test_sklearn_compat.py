@@ -20,7 +20,12 @@ EXPECTED_FAILED = {
 
 
 def _estimators():
-    return [dclust.KMeans(n_clusters=3, random_state=0, progress=False, max_iter=50)]
+    return [
+        dclust.KMeans(n_clusters=3, random_state=0, progress=False, max_iter=50),
+        dclust.KMedoids(n_clusters=3, random_state=0, progress=False, max_iter=20),
+        dclust.BalancedKMeans(n_clusters=3, random_state=0, progress=False, max_iter=10,
+                              sinkhorn_max_iter=30),
+    ]
 
 
 @parametrize_with_checks(_estimators(), expected_failed_checks=lambda est: EXPECTED_FAILED)

@@ -212,6 +212,7 @@ class Lloyd(Algorithm):
             "n_empty_total": state["n_empty_total"] + n_empty,
             "converged": shift <= tol_abs,
             "shift": shift,
+            "tol_abs": tol_abs,
             "inertia": inertia,
             "n_nonempty": int((res["weights"] > 0).sum()),
         }
@@ -221,6 +222,18 @@ class Lloyd(Algorithm):
 
     def report(self, state):
         return "iter", state["n_iter"], {"inertia": state["inertia"], "shift": state["shift"]}
+
+    def describe(self, state):
+        # scikit-learn's verbose lines (its iterations count from 0).
+        i = state["n_iter"] - 1
+        line = f"Iteration {i}, inertia {state['inertia']}."
+        if state["converged"]:
+            if state["shift"] == 0:
+                line += f"\nConverged at iteration {i}: strict convergence."
+            else:
+                line += (f"\nConverged at iteration {i}: center shift {state['shift']} within "
+                         f"tolerance {state['tol_abs']}.")
+        return line
 
     def finalize(self, session, state):
         if state["n_empty_total"]:

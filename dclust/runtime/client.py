@@ -320,9 +320,44 @@ def _start_embedded_cluster():
     from distributed import LocalCluster
 
     workers, threads = local_cluster_layout()
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+    why = _no_worker_processes()
+    if why is None:
+        try:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+                                   dashboard_address=":0", silence_logs=quiet_logs)
+            return cluster, f"{workers} worker(s) x {threads} thread(s)"
+        except Exception as e:  # "Nanny failed to start" and the like
+            why = f"worker processes failed to start ({_one_line(e)})"
+    _say(f"notice: {why}; running the local cluster in threads of this process instead "
+         "(same results; run the code from a script file under "
+         "`if __name__ == \"__main__\":` for worker processes).")
+    cluster = LocalCluster(n_workers=1, threads_per_worker=workers * threads, processes=False,
                            dashboard_address=":0", silence_logs=quiet_logs)
-    return cluster, f"{workers} worker(s) x {threads} thread(s)"
+    return cluster, f"1 worker x {workers * threads} thread(s), in this process"
+
+
+def _no_worker_processes():
+    """Why worker processes cannot be started from this program, or ``None``.
+
+    Dask starts workers with multiprocessing's "spawn", which re-imports the main module
+    in every worker: that fails when the main module is not a file (``python -`` reading
+    a pipe, some IDE consoles), and a worker process must never start a cluster itself
+    (a script without a ``__main__`` guard runs dclust again while being imported there).
+    """
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        from ..exceptions import DclustError
+
+        raise DclustError(
+            "dclust was started while a worker process was importing the main script: put the "
+            "code that calls dclust under `if __name__ == \"__main__\":`."
+        )
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is not None and not os.path.exists(path):
+        return f"the main program ({path}) is not a file that worker processes can import"
+    return None
 
 
 def _usable(client) -> bool:
