@@ -20,7 +20,7 @@ import dataclasses
 import hashlib
 import numbers
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -310,8 +310,8 @@ COMMON = {
         "(atomically), so that an interrupted fit can be resumed", "path", none=True,
         result=False, metavar="CKPT.npz"),
     "resume": Param(
-        "resume", "continue the interrupted fit saved in --checkpoint (a missing file starts a "
-        "new fit); the result is the same as without the interruption", "bool", result=False),
+        "resume", "continue the interrupted fit saved at the checkpoint (a missing file starts "
+        "a new fit); the result is the same as without the interruption", "bool", result=False),
     "storage_options": Param("storage_options", "fsspec options of a checkpoint URL", "dict",
                              none=True, result=False, flag=None),
     # Checked by dclust.runtime.device.check_device (case, 'cuda:0' advice); "any" here.

@@ -23,7 +23,7 @@ from dclust.io.checkpoint import Checkpoint, CheckpointError, data_fingerprint, 
 from dclust.exceptions import DclustValueError, ModelFormatError
 from dclust.io.model import read_model
 from dclust.runtime.compute import compute_count
-from dclust.runtime.progress import Progress
+from dclust.testing import interrupt_after
 
 MI = 10  # iterations per run: uniform data keeps moving that long with tol=0
 PARAMS = dict(n_clusters=12, tol=0.0, max_iter=MI, random_state=1, progress=False)
@@ -51,25 +51,6 @@ def fit_quiet(est, X, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return est.fit(X, **kw)
-
-
-@contextlib.contextmanager
-def interrupt_after(n_updates):
-    """Make the fit raise KeyboardInterrupt at its ``n_updates``-th progress report."""
-    orig = Progress.update
-    calls = {"n": 0}
-
-    def update(self, phase, iteration, **kw):
-        calls["n"] += 1
-        if calls["n"] == n_updates:
-            raise KeyboardInterrupt(f"{phase} {iteration}")
-        return orig(self, phase, iteration, **kw)
-
-    Progress.update = update
-    try:
-        yield calls
-    finally:
-        Progress.update = orig
 
 
 def saved_state(path):
@@ -255,9 +236,9 @@ def test_parameter_errors(tmp_path):
     with pytest.raises(DclustValueError, match=re.escape(
             "resume=True needs checkpoint=PATH, the checkpoint file of the fit to continue.")):
         km(resume=True).fit(np.zeros((20, 2)))
-    with pytest.raises(DclustValueError, match=re.escape("resume='yes' is not valid; expected True or False.")):
+    with pytest.raises(DclustValueError, match=re.escape("resume='yes' is not valid; expected True or False (continue")):
         km(checkpoint=str(tmp_path / "c.npz"), resume="yes").fit(np.zeros((20, 2)))
-    with pytest.raises(DclustValueError, match=re.escape("checkpoint=3 is not valid; expected a path or URL or None.")):
+    with pytest.raises(DclustValueError, match=re.escape("checkpoint=3 is not valid; expected a path or URL or None (save the state")):
         km(checkpoint=3).fit(np.zeros((20, 2)))
 
 

@@ -22,7 +22,7 @@ from dclust.algorithms.session import Algorithm, FitSession, _join, _split
 from dclust.io.checkpoint import CheckpointError
 from dclust.io.model import read_model
 from dclust.runtime.compute import compute_count
-from dclust.runtime.progress import Progress
+from dclust.testing import interrupt_after
 
 CHUNK = 1000
 
@@ -86,25 +86,6 @@ def same_assign(a, b):
     np.testing.assert_array_equal(a.potentials, b.potentials)
     assert a.n_iter == b.n_iter and a.n_passes == b.n_passes and a.scale == b.scale
     np.testing.assert_array_equal(a.labels.compute(), b.labels.compute())
-
-
-@contextlib.contextmanager
-def interrupt_after(n_updates):
-    """Raise KeyboardInterrupt at the ``n_updates``-th progress report of the fit."""
-    orig = Progress.update
-    calls = {"n": 0}
-
-    def update(self, phase, iteration, **kw):
-        calls["n"] += 1
-        if calls["n"] == n_updates:
-            raise KeyboardInterrupt(f"{phase} {iteration}")
-        return orig(self, phase, iteration, **kw)
-
-    Progress.update = update
-    try:
-        yield calls
-    finally:
-        Progress.update = orig
 
 
 @pytest.fixture(scope="module")

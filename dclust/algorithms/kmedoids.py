@@ -43,6 +43,7 @@ from functools import partial
 
 import numpy as np
 
+from .._format import fmt_bytes
 from ..exceptions import DataError, DclustValueError
 from ..kernels.datastats import count_nonfinite
 from ..kernels.medoids import (
@@ -67,7 +68,6 @@ __all__ = [
     "fasterpam_fit",
     "clara_fit",
     "Clara",
-    "FasterPAM",
     "default_n_sampling",
     "cost_aggregation",
     "refine_aggregation",
@@ -107,13 +107,6 @@ def default_n_sampling(n_clusters):
     return 80 + 4 * int(n_clusters)
 
 
-def _fmt_bytes(b):
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if b < 1024 or unit == "TiB":
-            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
-        b /= 1024
-
-
 def fasterpam_bytes(n_samples):
     """Memory the in-memory FasterPAM needs: the float64 ``n x n`` matrix."""
     return 8 * int(n_samples) ** 2
@@ -128,8 +121,8 @@ def check_fasterpam_fits(n_samples, max_memory=None):
                "machine")
         raise DclustValueError(
             f"method='fasterpam' needs the full {n_samples:,} x {n_samples:,} dissimilarity "
-            f"matrix, {_fmt_bytes(need)} as float64, more than the memory budget of "
-            f"{_fmt_bytes(budget)} ({why}). Use method='clara', which works on samples and "
+            f"matrix, {fmt_bytes(need)} as float64, more than the memory budget of "
+            f"{fmt_bytes(budget)} ({why}). Use method='clara', which works on samples and "
             "passes over the data on the cluster, or raise max_memory if the memory is there."
         )
     return need

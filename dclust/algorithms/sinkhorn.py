@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..exceptions import DataError
-from ..kernels.sinkhorn import SinkhornState, column_log_sums, sinkhorn_combine, sinkhorn_partial
+from ..kernels.sinkhorn import column_log_sums, sinkhorn_combine, sinkhorn_partial
 from ..reductions.engine import Aggregation
 
 __all__ = ["SinkhornSolver", "SolveResult", "solve_sinkhorn", "sinkhorn_aggregation"]

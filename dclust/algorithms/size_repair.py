@@ -7,7 +7,6 @@ the smallest margins per cluster, the cheapest rows to move); no per-row state i
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import partial
 
 import numpy as np
 

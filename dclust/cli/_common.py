@@ -8,6 +8,8 @@ import json
 import os
 import sys
 
+from .._format import fmt_bytes, fmt_shape
+
 __all__ = [
     "CLIError",
     "add_cluster_options",
@@ -237,17 +239,3 @@ def stored_bytes(path, storage_options=None) -> int:
             with contextlib.suppress(OSError):
                 total += os.path.getsize(os.path.join(folder, f))
     return total
-
-
-# ---- formats -----------------------------------------------------------------------
-def fmt_bytes(n) -> str:
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PiB"  # pragma: no cover
-
-
-def fmt_shape(shape) -> str:
-    return " x ".join(f"{int(s):,}" for s in shape)

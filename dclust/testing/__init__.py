@@ -4,10 +4,12 @@
   on the Dask cluster (as a lazy array, or written to Zarr).
 - :func:`assert_labels_equivalent`, :func:`best_permutation`, :func:`label_agreement`:
   compare clusterings up to a renaming of cluster ids.
+- :func:`interrupt_after`: stop a fit at a chosen iteration (to test checkpoints).
 """
 
 from .asserts import assert_labels_equivalent, best_permutation, label_agreement
 from .datasets import make_blobs, make_blobs_array
+from .interrupt import interrupt_after
 
 __all__ = [
     "make_blobs_array",
@@ -15,4 +17,5 @@ __all__ = [
     "assert_labels_equivalent",
     "best_permutation",
     "label_agreement",
+    "interrupt_after",
 ]
