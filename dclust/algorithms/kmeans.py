@@ -18,7 +18,7 @@ from ..kernels.lloyd import lloyd_partial
 from ..kernels.seeding import kmeans_parallel, kmeans_plusplus
 from ..reductions.engine import Aggregation
 from ..reductions.monoids import fields_combine
-from .datachecks import safe_magnitude, work_precision
+from .datachecks import safe_magnitude
 from .sampling import sample_rows
 from .session import Algorithm
 
@@ -27,6 +27,9 @@ __all__ = [
     "INITS",
     "lloyd_aggregation",
     "init_centers",
+    "init_sample_size",
+    "seed_centers",
+    "lloyd_update",
     "check_init_array",
     "default_init_size",
     "N_FAR",
@@ -88,6 +91,18 @@ def check_init_array(init, n_clusters, n_features, what="init"):
     return C
 
 
+def init_sample_size(n_samples, n_clusters, init, init_size=None):
+    """Rows of the sample a string or callable ``init`` is drawn from.
+
+    ``k`` rows for ``"random"``; else ``init_size`` (default :func:`default_init_size`),
+    at most ``n_samples`` and at least ``n_clusters``.
+    """
+    if isinstance(init, str) and init == "random":
+        return int(n_clusters)
+    m = int(init_size) if init_size is not None else default_init_size(n_samples, n_clusters)
+    return max(min(m, n_samples), n_clusters)
+
+
 def init_centers(session, n_clusters, init, seed, *, init_size=None, oversampling_factor=2.0,
                  n_rounds=5):
     """Initial centres (float64); a string ``init`` draws its sample in one pass.
@@ -104,14 +119,45 @@ def init_centers(session, n_clusters, init, seed, *, init_size=None, oversamplin
     n, d = session.n_samples, session.n_features
     if isinstance(init, np.ndarray):
         return check_init_array(init, n_clusters, d)
-    rng = np.random.default_rng([seed, 7])
-    if isinstance(init, str) and init == "random":
-        m = n_clusters
-    else:
-        m = int(init_size) if init_size is not None else default_init_size(n, n_clusters)
-        m = max(min(m, n), n_clusters)
+    m = init_sample_size(n, n_clusters, init, init_size)
     sample = sample_rows(session, m, seed, name="kmeans-sample")
-    rows = np.ascontiguousarray(sample["x"], dtype=session.work_dtype)
+    return seed_centers(sample, m, n, n_clusters, init, seed, dtype=session.work_dtype,
+                        n_features=d, oversampling_factor=oversampling_factor,
+                        n_rounds=n_rounds)
+
+
+def seed_centers(sample, m, n_samples, n_clusters, init, seed, *, dtype, n_features,
+                 oversampling_factor=2.0, n_rounds=5):
+    """Initial centres from the first ``m`` rows of a sample drawn by :func:`sample_rows`.
+
+    The sample's rows come by decreasing sampling key, and the keys a seed gives the
+    rows do not depend on the sample's size, so the first ``m`` rows of a larger sample
+    drawn with the same seed are the sample of ``m`` rows that seed draws (exactly,
+    unless one chunk holds more of them than it sends, which the per-chunk cap of
+    :func:`~dclust.algorithms.sampling.sample_aggregation` makes vanishingly rare). One
+    sample can therefore seed several ``n_clusters`` exactly as separate fits with that
+    seed would (:mod:`dclust.algorithms.select_k`).
+
+    Parameters
+    ----------
+    sample : dict
+        ``x`` and ``weight`` of the rows drawn, by decreasing key.
+    m : int
+        Rows of it to use (:func:`init_sample_size`).
+    n_samples, n_clusters : int
+    init : {"k-means||", "k-means++", "random"} or callable
+    seed : int
+        The seed the sample was drawn with; the seeding's generator is
+        ``numpy.random.default_rng([seed, 7])``.
+    dtype : dtype
+        The passes' working dtype.
+    n_features : int
+    oversampling_factor : float, default=2.0
+    n_rounds : int, default=5
+    """
+    n, d = n_samples, n_features
+    rng = np.random.default_rng([seed, 7])
+    rows = np.ascontiguousarray(sample["x"][:m], dtype=dtype)
     if rows.shape[0] < n_clusters:
         raise DclustValueError(
             f"Only {rows.shape[0]} rows have a positive sample_weight, fewer than "
@@ -119,7 +165,7 @@ def init_centers(session, n_clusters, init, seed, *, init_size=None, oversamplin
         )
     # A sample smaller than X is drawn in proportion to the weights, so its rows count
     # once each; when it is all of X the weights must be applied here instead.
-    ones = np.asarray(sample["weight"]) if m >= n else np.ones(rows.shape[0])
+    ones = np.asarray(sample["weight"][:m]) if m >= n else np.ones(rows.shape[0])
     if callable(init):
         C = check_init_array(init(rows, n_clusters, np.random.RandomState(seed % 2**32)),
                              n_clusters, d, what="the init callable's result")
@@ -160,6 +206,29 @@ def _update_centers(stats, centers):
     return new, int(empty.size), moved
 
 
+def lloyd_update(state, res, tol_abs):
+    """The Lloyd state after a pass whose statistics ``res`` are for ``state["centers"]``.
+
+    Shared by :class:`Lloyd` and the multi-k sweep (:mod:`dclust.algorithms.select_k`),
+    so that every k of a sweep moves exactly as a separate fit does.
+    """
+    centers = state["centers"]
+    inertia = float(res["inertia"])
+    new, n_empty, _ = _update_centers(res, centers)
+    shift = float(((new - centers) ** 2).sum())
+    return {
+        "centers": new,
+        "n_iter": state["n_iter"] + 1,
+        "init_inertia": inertia if state["n_iter"] == 0 else state["init_inertia"],
+        "n_empty_total": state["n_empty_total"] + n_empty,
+        "converged": shift <= tol_abs,
+        "shift": shift,
+        "tol_abs": tol_abs,
+        "inertia": inertia,
+        "n_nonempty": int((res["weights"] > 0).sum()),
+    }
+
+
 class Lloyd(Algorithm):
     """One k-means run: an initialisation, then Lloyd iterations (one fused pass each).
 
@@ -170,6 +239,8 @@ class Lloyd(Algorithm):
     """
 
     name = "KMeans"
+    # Row-aligned arrays the passes read besides X (FitSession.run_pass's ``aligned``).
+    aligned = None
 
     def __init__(self, n_clusters, *, init="k-means||", max_iter=300, tol=1e-4, seed=0,
                  init_size=None, oversampling_factor=2.0, n_init_rounds=5):
@@ -198,24 +269,15 @@ class Lloyd(Algorithm):
         return {"centers": centers, "n_iter": 0, "init_inertia": math.nan, "n_empty_total": 0,
                 "converged": False, "shift": math.inf, "inertia": math.nan, "n_nonempty": 0}
 
+    def aggregation(self, state, n_far=N_FAR):
+        """The Lloyd statistics of one pass, for ``state``'s centres (a variant, seeded
+        k-means, changes them here)."""
+        return lloyd_aggregation(state["centers"], n_far)
+
     def one_iteration(self, session, state):
-        centers = state["centers"]
-        res = session.run_pass({"lloyd": lloyd_aggregation(centers)}, name="kmeans-lloyd")["lloyd"]
-        tol_abs = _tolerance(session.data_stats, self.tol)
-        inertia = float(res["inertia"])
-        new, n_empty, _ = _update_centers(res, centers)
-        shift = float(((new - centers) ** 2).sum())
-        return {
-            "centers": new,
-            "n_iter": state["n_iter"] + 1,
-            "init_inertia": inertia if state["n_iter"] == 0 else state["init_inertia"],
-            "n_empty_total": state["n_empty_total"] + n_empty,
-            "converged": shift <= tol_abs,
-            "shift": shift,
-            "tol_abs": tol_abs,
-            "inertia": inertia,
-            "n_nonempty": int((res["weights"] > 0).sum()),
-        }
+        res = session.run_pass({"lloyd": self.aggregation(state)}, name="kmeans-lloyd",
+                               aligned=self.aligned)["lloyd"]
+        return {**state, **lloyd_update(state, res, _tolerance(session.data_stats, self.tol))}
 
     def converged(self, state):
         return bool(state["converged"]) or state["n_iter"] >= self.max_iter
@@ -246,8 +308,8 @@ class Lloyd(Algorithm):
         centers, inertia, n_nonempty = state["centers"], state["inertia"], state["n_nonempty"]
         if state["n_iter"] == 0 or not (state["converged"] and state["shift"] == 0.0):
             # Inertia and cluster sizes of the final centres (scikit-learn's last E-step).
-            last = session.run_pass({"lloyd": lloyd_aggregation(centers, 0)},
-                                    name="kmeans-inertia")["lloyd"]
+            last = session.run_pass({"lloyd": self.aggregation(state, 0)},
+                                    name="kmeans-inertia", aligned=self.aligned)["lloyd"]
             inertia, n_nonempty = float(last["inertia"]), int((last["weights"] > 0).sum())
         return {"centers": centers, "inertia": inertia, "n_iter": state["n_iter"],
                 "converged": bool(state["converged"]), "init_inertia": state["init_inertia"],

@@ -31,9 +31,8 @@ last iteration's state and finalized again.
 
 from __future__ import annotations
 
-import numbers
 import os
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -258,7 +257,8 @@ class FitSession:
         return seed
 
     # ---- passes --------------------------------------------------------------------
-    def run_pass(self, aggregations: dict, *, name: str, precision_sensitive=True) -> dict:
+    def run_pass(self, aggregations: dict, *, name: str, precision_sensitive=True,
+                 aligned=None) -> dict:
         """One pass over the data; the first one also computes the data checks.
 
         Parameters
@@ -270,6 +270,9 @@ class FitSession:
             Whether the results depend on the arithmetic's precision. When the first
             pass finds float32 data too large for float32, such a pass is run again in
             float64 (a sample of rows is not).
+        aligned : dict of str to array, optional
+            Row-aligned arrays the chunk functions read from ``ctx.aligned`` (known
+            classes, say); place them once with :meth:`place_rows`.
 
         Returns
         -------
@@ -279,16 +282,31 @@ class FitSession:
         fold = self.data_stats is None and self.checks is not None
         if fold:
             aggs["__data__"] = self.checks.aggregation()
-        res = _engine_run_pass(self.X, aggs, sample_weight=self.w, split_every=self.split_every,
-                               name=name)
+        res = _engine_run_pass(self.X, aggs, sample_weight=self.w, aligned=aligned,
+                               split_every=self.split_every, name=name)
         self.n_passes += 1
         if fold:
             switched = self.learn(res.pop("__data__"))
             if switched and precision_sensitive and aggregations:
                 res = _engine_run_pass(self.X, aggregations, sample_weight=self.w,
-                                       split_every=self.split_every, name=name)
+                                       aligned=aligned, split_every=self.split_every, name=name)
                 self.n_passes += 1
         return res
+
+    def place_rows(self, a):
+        """A row-aligned array (one row per row of ``X``) chunked like the passes' ``X``.
+
+        NumPy input is placed on the workers once (as ``X`` is), so the passes do not
+        carry it in every graph; a dask array is rechunked to ``X``'s rows and read
+        lazily by each pass. Call it after :meth:`open`.
+        """
+        from ..reductions.engine import align_rows
+
+        if isinstance(a, np.ndarray):
+            from ..runtime.client import get_client
+
+            return get_client().persist(align_rows(a, self.X.chunks[0]))
+        return align_rows(a, self.X.chunks[0])
 
     def ensure_data_stats(self, name="data-stats") -> dict:
         """The data statistics, computed by a pass of their own if none has run yet."""

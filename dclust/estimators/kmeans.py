@@ -10,10 +10,11 @@ from sklearn.base import ClusterMixin, TransformerMixin
 from .._xp import to_numpy
 from ..algorithms.kmeans import INITS, Lloyd, check_init_array, lloyd_aggregation
 from ..algorithms.datachecks import safe_magnitude
+from ..algorithms.seeded_kmeans import SeededLloyd, check_known_classes, seeded_labels_like
 from ..exceptions import ConvergenceWarning, DclustValueError
 from ..kernels.distances import euclidean_distances
 from ..kernels.lloyd import nearest_center
-from ..params import Param, common, result_params
+from ..params import Param, array_digest, common, result_params
 from ..runtime.device import predict_device, to_device_block
 from ..validation import check_n_clusters
 from .base import DclustEstimator, map_rows, register
@@ -160,6 +161,11 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         Where the kernels run. ``"cuda"``: on the workers' GPUs through CuPy (chunks move
         to the GPU once per pass, or stay there when they fit; only the ``k x d`` sums
         come back). ``"auto"``: the GPUs when every worker has one, else the CPUs.
+    semi_supervised : bool, default=False
+        Treat the ``y`` given to ``fit`` as known classes (seeded k-means; see ``fit``).
+        Off by default, where ``y`` is ignored as scikit-learn's clusterers ignore it:
+        pipelines and model selection pass a supervised target to every step's ``fit``,
+        which must not silently constrain the clustering.
 
     Attributes
     ----------
@@ -175,6 +181,9 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         Column names, when ``X`` was a DataFrame with string column names.
     n_passes_ : int
         Passes over the data the fit made (init, iterations and the final inertia).
+    known_classes_ : ndarray of shape (n_known,)
+        Only after a fit with known classes ``y``: the classes, sorted; cluster ``j``
+        is class ``known_classes_[j]``'s.
 
     See Also
     --------
@@ -209,15 +218,18 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
               "float", low=0, low_open=True, metavar="F"),
         Param("init_max_iter", "k-means|| rounds", "int", low=0, metavar="N"),
         *common("split_every", "progress", "checkpoint", "resume", "storage_options", "device"),
+        # result=False: with a y it changes the fit, and the y itself is fingerprinted.
+        Param("semi_supervised", "treat fit's y as known classes (-1: unknown)", "bool",
+              result=False, flag=None),
     )
-    _fitted_arrays = ("cluster_centers_",)
+    _fitted_arrays = ("cluster_centers_", "known_classes_")
     _fitted_scalars = ("inertia_", "n_iter_", "converged_", "n_features_in_", "n_passes_")
 
     def __init__(self, n_clusters=8, *, init="k-means||", n_init="auto", max_iter=300, tol=1e-4,
                  verbose=0, random_state=None, copy_x=True, algorithm="lloyd", cache="auto",
                  init_size=None, oversampling_factor=2.0, init_max_iter=5, split_every=None,
                  progress=True, checkpoint=None, resume=False, storage_options=None,
-                 device="auto"):
+                 device="auto", semi_supervised=False):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -237,6 +249,7 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         self.resume = resume
         self.storage_options = storage_options
         self.device = device
+        self.semi_supervised = semi_supervised
 
     def _check_params(self):
         check_init(self.init)
@@ -244,12 +257,24 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         super()._check_params()
 
     def fit(self, X, y=None, sample_weight=None):
-        """Compute k-means clustering.
+        """Compute k-means clustering, optionally seeded by known classes.
 
         Parameters
         ----------
         X : array-like, dask array, zarr array or path of shape (n_samples, n_features)
-        y : Ignored
+        y : array-like, dask or zarr array of shape (n_samples,), default=None
+            Ignored unless ``semi_supervised=True``; then the known classes ("seeded"
+            or "constrained" k-means, Basu et al., 2002): the class of each row, an
+            integer >= 0, or -1 where it is unknown. Each known class gets a cluster of
+            its own, the first ``n_known`` clusters in sorted class order
+            (``known_classes_``); it starts at the mean of the class's labelled rows,
+            and those rows stay in it throughout the fit and in ``labels_``. The other
+            ``n_clusters - n_known`` centres are seeded by ``init`` on a sample of the
+            unlabelled rows, around the known classes' centres
+            (:func:`dclust.kernels.seeded.seeded_kmeans_parallel` for k-means||), and
+            unlabelled rows go to their nearest centre as usual. ``None``, or a ``y``
+            that labels no row, is plain k-means, bit for bit. ``predict`` and
+            ``transform`` ignore the classes (nearest centre).
         sample_weight : array-like or dask array of shape (n_samples,), default=None
 
         Returns
@@ -263,18 +288,26 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         init = self.init
         if not isinstance(init, str) and not callable(init):
             init = check_init_array(init, k, d)  # before any data is placed on the cluster
+        y = check_known_classes(y, n) if self.semi_supervised else None
         n_init = effective_n_init(self.n_init, init)
         session.set_label(f"KMeans(k={k})")
-        session.open(result_params(self, n_clusters=k, init=init, n_init=n_init),
-                     self.random_state)
+        params = result_params(self, n_clusters=k, init=init, n_init=n_init)
+        if y is not None:
+            params["y"] = array_digest(y) if isinstance(y, np.ndarray) else y.name
+        session.open(params, self.random_state)
         seed = session.seed
-        best = session.run(
-            lambda run: Lloyd(k, init=init, max_iter=self.max_iter, tol=self.tol, seed=seed + run,
-                              init_size=self.init_size,
-                              oversampling_factor=self.oversampling_factor,
-                              n_init_rounds=self.init_max_iter),
-            n_runs=n_init, key=lambda r: r["inertia"],
-        )
+        opts = dict(init=init, max_iter=self.max_iter, tol=self.tol, init_size=self.init_size,
+                    oversampling_factor=self.oversampling_factor,
+                    n_init_rounds=self.init_max_iter)
+        if y is None:
+            def make(run):
+                return Lloyd(k, seed=seed + run, **opts)
+        else:
+            y_rows = session.place_rows(y)
+
+            def make(run):
+                return SeededLloyd(k, y_rows, seed=seed + run, **opts)
+        best = session.run(make, n_runs=n_init, key=lambda r: r["inertia"])
         session.close(
             f"KMeans(k={k}): {best['n_iter']} iterations, inertia {best['inertia']:.6g}, "
             f"{'converged' if best['converged'] else 'not converged'}"
@@ -302,6 +335,11 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         self._init_inertia = best["init_inertia"]
         self._fit_seed = seed
         self.labels_ = self._predict_array(session.X_source)
+        if y is None:
+            self.__dict__.pop("known_classes_", None)
+        else:
+            self.known_classes_ = np.asarray(best["classes"], dtype=np.int64)
+            self.labels_ = seeded_labels_like(self.labels_, y, self.known_classes_)
         return self
 
     # ---- prediction --------------------------------------------------------------
@@ -320,8 +358,8 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         return self._predict_array(self._check_X(X))
 
     def fit_predict(self, X, y=None, sample_weight=None):
-        """``fit(X)`` then return ``labels_``."""
-        return self.fit(X, sample_weight=sample_weight).labels_
+        """``fit(X, y)`` then return ``labels_``."""
+        return self.fit(X, y, sample_weight=sample_weight).labels_
 
     def transform(self, X):
         """Euclidean distances to every centre, shape (n_samples, n_clusters)."""
@@ -331,8 +369,8 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         return out.astype(X.dtype, copy=False) if isinstance(out, np.ndarray) else out
 
     def fit_transform(self, X, y=None, sample_weight=None):
-        """``fit(X)`` then return ``transform(X)``."""
-        return self.fit(X, sample_weight=sample_weight).transform(X)
+        """``fit(X, y)`` then return ``transform(X)``."""
+        return self.fit(X, y, sample_weight=sample_weight).transform(X)
 
     def score(self, X, y=None, sample_weight=None):
         """Opposite of the inertia of ``X`` under the fitted centres (one pass)."""

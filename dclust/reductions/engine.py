@@ -3,6 +3,9 @@
 A pass applies one or more :class:`Aggregation` s to every row-chunk of ``X`` (each chunk
 is read once, whatever the number of aggregations), merges the per-chunk statistics with
 a tree of ``combine`` tasks of fan-in ``split_every`` and returns the merged statistics.
+Besides the sample weights, a pass may read other row-aligned arrays (``aligned``: known
+classes, responsibilities...); each chunk function finds their blocks for its rows in
+``ctx.aligned``.
 The tree's order is fixed by chunk index, so for a given chunking the result does not
 depend on the number of workers or on which finished first.
 
@@ -18,13 +21,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import dask.array as da
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
 from .._xp import to_host
 from ..runtime.compute import compute_graph
 
-__all__ = ["Aggregation", "ChunkContext", "build_pass", "run_pass", "row_offsets", "state_bytes"]
+__all__ = ["Aggregation", "ChunkContext", "align_rows", "build_pass", "run_pass", "row_offsets",
+           "state_bytes"]
 
 DEFAULT_SPLIT_EVERY = 8
 # Chunks smaller than this are processed several to a task: a task costs the scheduler
@@ -39,11 +44,16 @@ INLINE_STATE_BYTES = 8 * 2**20
 
 @dataclass(frozen=True)
 class ChunkContext:
-    """Where a chunk sits in ``X``: its index, first global row and number of rows."""
+    """Where a chunk sits in ``X``: its index, first global row and number of rows.
+
+    ``aligned`` maps the name of each row-aligned array the pass was given
+    (``run_pass(..., aligned={"y": y})``) to its block for this chunk's rows.
+    """
 
     block_id: int
     row_offset: int
     n_rows: int
+    aligned: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,8 +90,8 @@ def row_offsets(chunks_rows) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(chunks_rows)[:-1]]).astype(np.int64)
 
 
-def _run_chunk(block, w_block, block_id, row_offset, aggs):
-    ctx = ChunkContext(block_id, row_offset, block.shape[0])
+def _run_chunk(block, w_block, block_id, row_offset, aggs, aligned=None):
+    ctx = ChunkContext(block_id, row_offset, block.shape[0], aligned or {})
     # Statistics leave the device as soon as they are made: combines and the client then
     # only ever see small NumPy arrays, whichever device ran the kernel.
     return to_host({name: agg.chunk(block, w_block, ctx, *agg.args) for name, agg in aggs.items()})
@@ -106,13 +116,22 @@ def _combine_task(aggs, *parts):
     return {name: agg.combine([p[name] for p in parts]) for name, agg in aggs.items()}
 
 
-def _group_task(aggs, block_ids, offsets, has_weights, *blocks):
-    """Run the kernels on consecutive chunks and merge them in chunk order."""
+def _group_task(aggs, block_ids, offsets, has_weights, aligned_names, *blocks):
+    """Run the kernels on consecutive chunks and merge them in chunk order.
+
+    ``blocks`` holds the ``n`` chunks of ``X``, then (``has_weights``) their ``n`` weight
+    blocks, then ``n`` blocks of each array named in ``aligned_names``, in that order.
+    """
     aggs = _aggs(aggs)
     n = len(block_ids)
-    weights = blocks[n:] if has_weights else (None,) * n
+    weights = blocks[n : 2 * n] if has_weights else (None,) * n
+    start = 2 * n if has_weights else n
+    side = {name: blocks[start + i * n : start + (i + 1) * n]
+            for i, name in enumerate(aligned_names)}
     parts = [
-        _run_chunk(blocks[j], weights[j], block_ids[j], offsets[j], aggs) for j in range(n)
+        _run_chunk(blocks[j], weights[j], block_ids[j], offsets[j], aggs,
+                   {name: side[name][j] for name in aligned_names})
+        for j in range(n)
     ]
     return parts[0] if n == 1 else _combine_task(aggs, *parts)
 
@@ -132,7 +151,19 @@ def group_size(chunks_rows, row_bytes) -> int:
     return max(1, min(by_bytes, by_tasks))
 
 
-def build_pass(X, aggregations, *, sample_weight=None, split_every=None, name="dclust-pass"):
+def align_rows(a, chunks_rows):
+    """``a`` (NumPy or dask, 1-D or more) as a dask array with the row chunks
+    ``chunks_rows`` and one chunk along every other axis."""
+    if a.shape[0] != sum(chunks_rows):
+        raise ValueError(f"a row-aligned array has {a.shape[0]} rows; X has {sum(chunks_rows)}.")
+    chunks = (tuple(chunks_rows),) + tuple((int(s),) for s in a.shape[1:])
+    if isinstance(a, da.Array):
+        return a if a.chunks == chunks else a.rechunk(chunks)
+    return da.from_array(np.asarray(a), chunks=chunks)
+
+
+def build_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every=None,
+               name="dclust-pass"):
     """Build (and do not compute) the graph of one pass.
 
     Parameters
@@ -142,6 +173,10 @@ def build_pass(X, aggregations, *, sample_weight=None, split_every=None, name="d
         The statistics to compute in this pass, with their state bound.
     sample_weight : dask.array.Array of shape (n_samples,), optional
         Chunked like ``X``'s rows.
+    aligned : dict of str to array, optional
+        Other arrays with one row per row of ``X`` (NumPy or dask; rechunked to ``X``'s
+        rows when they differ). Each chunk function gets its rows' blocks in
+        ``ctx.aligned``, keyed like this dict.
     split_every : int, optional
         Fan-in of the combine tree (default 8).
     name : str
@@ -161,6 +196,9 @@ def build_pass(X, aggregations, *, sample_weight=None, split_every=None, name="d
     offsets = row_offsets(X.chunks[0])
     x_keys = [k for k in _flatten(X.__dask_keys__())]
     w_keys = None if sample_weight is None else list(_flatten(sample_weight.__dask_keys__()))
+    aligned = {k: align_rows(a, X.chunks[0]) for k, a in (aligned or {}).items()}
+    aligned_names = tuple(aligned)
+    a_keys = [list(_flatten(a.__dask_keys__())) for a in aligned.values()]
     row_bytes = X.shape[1] * X.dtype.itemsize
     g = group_size(X.chunks[0], row_bytes)
     n_tasks = -(-len(x_keys) // g)
@@ -182,8 +220,10 @@ def build_pass(X, aggregations, *, sample_weight=None, split_every=None, name="d
         deps = [x_keys[i] for i in ids]
         if w_keys is not None:
             deps += [w_keys[i] for i in ids]
+        for keys in a_keys:
+            deps += [keys[i] for i in ids]
         layer[key] = (_group_task, state, ids, tuple(int(offsets[i]) for i in ids),
-                      w_keys is not None, *deps)
+                      w_keys is not None, aligned_names, *deps)
         level.append(key)
     depth = 0
     while len(level) > 1:
@@ -195,6 +235,7 @@ def build_pass(X, aggregations, *, sample_weight=None, split_every=None, name="d
             nxt.append(key)
         level = nxt
     deps = [X] if sample_weight is None else [X, sample_weight]
+    deps += list(aligned.values())
     graph = HighLevelGraph.from_collections(layer_name, layer, dependencies=deps)
     return graph, level[0]
 
@@ -237,15 +278,18 @@ def _flatten(keys):
             yield k
 
 
-def run_pass(X, aggregations, *, sample_weight=None, split_every=None, name="dclust-pass"):
+def run_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every=None,
+             name="dclust-pass"):
     """Run one pass and return each aggregation's finalized result.
 
     Exactly one computation is submitted. Returns a dict keyed like ``aggregations``.
+    ``aligned``: row-aligned arrays the chunk functions read, as in :func:`build_pass`.
     """
     if X.shape[0] == 0:
         raise ValueError("run_pass needs at least one row")
     graph, key = build_pass(
-        X, aggregations, sample_weight=sample_weight, split_every=split_every, name=name
+        X, aggregations, sample_weight=sample_weight, aligned=aligned, split_every=split_every,
+        name=name
     )
     stats = compute_graph(graph, key)
     out = {}
