@@ -144,10 +144,13 @@ class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
     >>> bk.fit(X)                                                         # doctest: +SKIP
     """
 
-    _fitted_arrays = ("cluster_centers_", "cluster_potentials_", "cluster_mass_")
+    # The last four only after partial_fit (save keeps what the model has).
+    _fitted_arrays = ("cluster_centers_", "cluster_potentials_", "cluster_mass_", "counts_",
+                      "queue_", "queue_rows_", "seen_sum_")
     _fitted_scalars = ("inertia_", "scale_", "virtual_potential_", "virtual_mass_", "marginal_error_",
                        "n_iter_", "n_sinkhorn_iter_", "n_repair_rounds_", "n_passes_",
-                       "converged_", "n_features_in_")
+                       "converged_", "n_features_in_", "n_steps_", "n_rows_seen_",
+                       "stream_position_", "seed_")
     _params = (
         Param("n_clusters", "number of clusters", "int", low=1, short="-k", metavar="K",
               required=True),
@@ -180,6 +183,8 @@ class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
               high_open=True, metavar="F"),
         *common("random_state", "cache", "split_every", "progress", "checkpoint", "resume",
                 "storage_options", "device"),
+        Param("queue_size", "partial_fit: past batches transported with each new batch",
+              "int", low=0, result=False, flag=None),
     )
 
     def __init__(self, n_clusters=8, *, cluster_weights="uniform", reg=0.05, marginal="balanced",
@@ -187,7 +192,7 @@ class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
                  init="k-means||", max_iter=100, tol=1e-4, sinkhorn_max_iter=100,
                  sinkhorn_tol=1e-4, anneal=True, eps_decay=0.5, random_state=None,
                  cache="auto", split_every=None, progress=True, checkpoint=None, resume=False,
-                 storage_options=None, device="auto"):
+                 storage_options=None, device="auto", queue_size=8):
         self.n_clusters = n_clusters
         self.cluster_weights = cluster_weights
         self.reg = reg
@@ -212,6 +217,7 @@ class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         self.resume = resume
         self.storage_options = storage_options
         self.device = device
+        self.queue_size = queue_size
 
     def _check_params(self):
         super()._check_params()
@@ -304,6 +310,31 @@ class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         self.labels_ = self._assign(session.X_source, "labels", rows if rows.size else None,
                                     labels if labels.size else None)
         return self
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """Update the centres with one batch, its labels balanced over a queue of batches.
+
+        The balanced Sinkhorn problem is solved on the batch plus the last
+        ``queue_size`` batches (SwAV's queue), under the current centres; the batch's
+        rows are then labelled under per-batch capacities (``cluster_weights`` times the
+        batch's rows, within one row) and every centre moves to the running mean of the
+        rows it received (mini-batch k-means' per-centre learning rate).
+        :meth:`fit` is unchanged by this.
+
+        Parameters
+        ----------
+        X : array-like, dask array or zarr array (a region) of shape (n_rows, n_features)
+        y : Ignored
+        sample_weight : Ignored
+            Accepted for the scikit-learn signature; every row counts once.
+
+        Returns
+        -------
+        self
+        """
+        from ..algorithms.online_balanced import partial_fit_balanced
+
+        return partial_fit_balanced(self, X)
 
     # ---- prediction ------------------------------------------------------------------
     def _state(self):
