@@ -262,9 +262,15 @@ def test_seeded_kmeans_beats_unseeded_and_keeps_labelled_rows(seed):
     plain = _quiet(dclust.KMeans(8, random_state=seed, progress=False).fit, X)
     seeded = _quiet(dclust.KMeans(8, random_state=seed, progress=False,
                                   semi_supervised=True).fit, X, y)
-    # Without semi_supervised, y is ignored (as scikit-learn's clusterers ignore it).
-    ignored = _quiet(dclust.KMeans(8, random_state=seed, progress=False).fit, X, y)
+    # With semi_supervised=False, y is ignored (as scikit-learn's clusterers ignore it); so is
+    # a fully labelled NumPy y under the default "auto" (a pipeline's target).
+    ignored = _quiet(dclust.KMeans(8, random_state=seed, progress=False,
+                                   semi_supervised=False).fit, X, y)
     np.testing.assert_array_equal(ignored.cluster_centers_, plain.cluster_centers_)
+    target = _quiet(dclust.KMeans(8, random_state=seed, progress=False).fit, X, t)
+    np.testing.assert_array_equal(target.cluster_centers_, plain.cluster_centers_)
+    auto = _quiet(dclust.KMeans(8, random_state=seed, progress=False).fit, X, y)
+    np.testing.assert_array_equal(auto.cluster_centers_, seeded.cluster_centers_)
     free = y < 0
     assert accuracy(t[free], seeded.labels_[free]) > accuracy(t[free], plain.labels_[free]) + 0.02
     np.testing.assert_array_equal(seeded.known_classes_, [0, 2, 4, 6])

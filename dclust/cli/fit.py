@@ -163,7 +163,7 @@ def build(module, args):
 
 def _summary(module, est, X, args, fit_seconds, label_seconds) -> str:
     n, d = X.shape
-    k = getattr(est, "n_clusters", None)
+    k = getattr(est, "n_clusters", getattr(est, "n_components", None))
     fields = [f"{type(est).__name__} k={k} on {fmt_shape((n, d))} {X.dtype}"]
     if hasattr(est, "n_iter_"):
         fields.append(f"{est.n_iter_} iterations")

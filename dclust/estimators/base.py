@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from sklearn.base import BaseEstimator
@@ -11,13 +13,16 @@ from ..io.model import read_model, save_model
 from ..runtime.placement import prepare_fit_data
 from ..validation import as_dask_rows
 
-__all__ = ["DclustEstimator", "load", "register", "map_rows", "prepare_fit_data", "require_finite_block"]
+__all__ = ["DclustEstimator", "load", "register", "map_rows", "known_classes_given", "prepare_fit_data", "require_finite_block"]
 
 _REGISTRY: dict[str, type] = {}
 # Modules whose estimators load() must know even when the user has not imported them
 # (dclust imports its estimators lazily).
 _ESTIMATOR_MODULES = ("dclust.estimators.kmeans", "dclust.estimators.kmedoids",
-                      "dclust.estimators.balanced_kmeans")
+                      "dclust.estimators.balanced_kmeans", "dclust.estimators.gmm",
+                      "dclust.estimators.minibatch_kmeans",
+                      "dclust.estimators.bisecting_kmeans",
+                      "dclust.estimators.quantizers")
 
 
 def require_finite_block(X, block_info=None):
@@ -51,6 +56,32 @@ def map_rows(X, fn, *args, n_out=None, dtype=np.int32):
         return X.map_blocks(fn, *args, drop_axis=1, dtype=dtype, meta=np.empty((0,), dtype))
     return X.map_blocks(fn, *args, chunks=(X.chunks[0], (n_out,)), dtype=dtype,
                         meta=np.empty((0, 0), dtype))
+
+
+SEMI_SUPERVISED_DOC = (
+    "use fit's y as known classes (-1: unknown row): True always; 'auto' when y is a lazy "
+    "(dask or Zarr) array or marks unknown rows with -1; False never")
+
+
+def known_classes_given(mode, y):
+    """Whether ``fit``'s ``y`` holds known classes to respect (``semi_supervised=mode``).
+
+    ``"auto"`` reads a NumPy ``y`` as known classes only when it marks some rows unknown
+    (-1): scikit-learn's pipelines and model selection pass a fully labelled target to
+    every step's ``fit``, which a clusterer must ignore, as scikit-learn's do. A lazy
+    (dask or Zarr) ``y`` is never such a target, so it is used.
+    """
+    if y is None or mode is False:
+        return False
+    if mode is True:
+        return True
+    if hasattr(y, "dask") or type(y).__module__.startswith("zarr") or isinstance(y, (str, os.PathLike)):
+        return True
+    try:
+        arr = np.asarray(y)
+    except Exception:
+        return True  # let the label checks say what is wrong with it
+    return arr.dtype.kind in "iuf" and bool((arr == -1).any())
 
 
 def _feature_names(X):

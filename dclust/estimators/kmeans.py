@@ -17,7 +17,7 @@ from ..kernels.lloyd import nearest_center
 from ..params import Param, array_digest, common, result_params
 from ..runtime.device import predict_device, to_device_block
 from ..validation import check_n_clusters
-from .base import DclustEstimator, map_rows, register
+from .base import SEMI_SUPERVISED_DOC, DclustEstimator, known_classes_given, map_rows, register
 from .base import require_finite_block as _require_finite
 
 __all__ = ["KMeans"]
@@ -161,11 +161,12 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         Where the kernels run. ``"cuda"``: on the workers' GPUs through CuPy (chunks move
         to the GPU once per pass, or stay there when they fit; only the ``k x d`` sums
         come back). ``"auto"``: the GPUs when every worker has one, else the CPUs.
-    semi_supervised : bool, default=False
-        Treat the ``y`` given to ``fit`` as known classes (seeded k-means; see ``fit``).
-        Off by default, where ``y`` is ignored as scikit-learn's clusterers ignore it:
-        pipelines and model selection pass a supervised target to every step's ``fit``,
-        which must not silently constrain the clustering.
+    semi_supervised : {"auto", True, False}, default="auto"
+        Whether the ``y`` given to ``fit`` holds known classes (seeded k-means; see
+        ``fit``). ``"auto"``: when ``y`` is a lazy (dask or Zarr) array or marks unknown
+        rows with -1; a fully labelled NumPy ``y`` is then ignored, as scikit-learn's
+        clusterers ignore it (pipelines and model selection pass a supervised target to
+        every step's ``fit``, which must not silently constrain the clustering).
 
     Attributes
     ----------
@@ -219,7 +220,7 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         Param("init_max_iter", "k-means|| rounds", "int", low=0, metavar="N"),
         *common("split_every", "progress", "checkpoint", "resume", "storage_options", "device"),
         # result=False: with a y it changes the fit, and the y itself is fingerprinted.
-        Param("semi_supervised", "treat fit's y as known classes (-1: unknown)", "bool",
+        Param("semi_supervised", SEMI_SUPERVISED_DOC, "choice", options=("auto", True, False),
               result=False, flag=None),
     )
     _fitted_arrays = ("cluster_centers_", "known_classes_")
@@ -229,7 +230,7 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
                  verbose=0, random_state=None, copy_x=True, algorithm="lloyd", cache="auto",
                  init_size=None, oversampling_factor=2.0, init_max_iter=5, split_every=None,
                  progress=True, checkpoint=None, resume=False, storage_options=None,
-                 device="auto", semi_supervised=False):
+                 device="auto", semi_supervised="auto"):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -263,7 +264,7 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         ----------
         X : array-like, dask array, zarr array or path of shape (n_samples, n_features)
         y : array-like, dask or zarr array of shape (n_samples,), default=None
-            Ignored unless ``semi_supervised=True``; then the known classes ("seeded"
+            Ignored unless ``semi_supervised`` says to use it (see there); then the known classes ("seeded"
             or "constrained" k-means, Basu et al., 2002): the class of each row, an
             integer >= 0, or -1 where it is unknown. Each known class gets a cluster of
             its own, the first ``n_known`` clusters in sorted class order
@@ -288,7 +289,7 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         init = self.init
         if not isinstance(init, str) and not callable(init):
             init = check_init_array(init, k, d)  # before any data is placed on the cluster
-        y = check_known_classes(y, n) if self.semi_supervised else None
+        y = check_known_classes(y, n) if known_classes_given(self.semi_supervised, y) else None
         n_init = effective_n_init(self.n_init, init)
         session.set_label(f"KMeans(k={k})")
         params = result_params(self, n_clusters=k, init=init, n_init=n_init)
