@@ -25,6 +25,7 @@ def _estimators():
         dclust.KMedoids(n_clusters=3, random_state=0, progress=False, max_iter=20),
         dclust.BalancedKMeans(n_clusters=3, random_state=0, progress=False, max_iter=10,
                               sinkhorn_max_iter=30),
+        dclust.BisectingKMeans(n_clusters=3, random_state=0, progress=False, max_iter=50),
     ]
 
 

@@ -18,12 +18,12 @@ import warnings
 
 from .._version import __version__
 from ..exceptions import ConvergenceWarning, DclustError, EmptyClusterWarning
-from . import fit, info, make_blobs, predict, sinkhorn_assign
+from . import encode, fit, info, make_blobs, predict, score, select_k, sinkhorn_assign, stream
 from ._common import CLIError
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = (make_blobs, fit, predict, sinkhorn_assign, info)
+_COMMANDS = (make_blobs, fit, predict, encode, sinkhorn_assign, stream, select_k, score, info)
 
 _EPILOG = """\
 examples:
@@ -31,6 +31,8 @@ examples:
   dclust fit kmeans blobs.zarr -k 16 --model km.npz --labels labels.zarr
   dclust predict km.npz blobs.zarr --labels labels2.zarr
   dclust sinkhorn-assign logits.zarr --scores --labels pseudo-labels.zarr
+  dclust select-k blobs.zarr --k 2:32 --seed 0
+  dclust score blobs.zarr labels.zarr
   dclust info km.npz
 
 Run `dclust COMMAND --help` for the options of each command. Without --scheduler (or
