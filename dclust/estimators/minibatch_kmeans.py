@@ -71,8 +71,11 @@ class MiniBatchKMeans(KMeans):
     Parameters
     ----------
     n_clusters : int, default=8
-    init : {"k-means++", "k-means||", "random"}, callable or array of shape (n_clusters, n_features), default="k-means++"
-        Seeding on ``init_size`` random rows (scikit-learn's default is k-means++).
+    init : {"k-means||", "k-means++", "random"}, callable or array of shape (n_clusters, n_features), default="k-means||"
+        Seeding on ``init_size`` random rows. dclust's k-means|| (as for
+        :class:`KMeans`; scikit-learn's default is k-means++): its start is good enough
+        that, with ``tol=1e-4``, a few percent of the rows reach the inertia of a full
+        k-means (``benchmarks/bench_minibatch.py``).
     max_iter : int, default=100
         Passes' worth of rows at most: the fit stops after ``max_iter * n_samples /
         batch_size`` steps.
@@ -89,7 +92,9 @@ class MiniBatchKMeans(KMeans):
     tol : float, default=0.0
         Stop when the squared movement of the centres in one step is at most ``tol``
         times the mean per-feature variance (exact for NumPy input, estimated on a
-        sample of rows for chunked input).
+        sample of rows for chunked input). scikit-learn's default, 0, leaves only
+        ``max_no_improvement``, which the noise of the batch inertia keeps from firing
+        long after a good start: ``tol=1e-4`` stops once the centres settle.
     max_no_improvement : int or None, default=10
         Stop after that many steps without improvement of the exponentially weighted
         average of the batch inertia (``None``: never).
@@ -177,7 +182,7 @@ class MiniBatchKMeans(KMeans):
     _fitted_scalars = ("inertia_", "n_iter_", "n_steps_", "n_features_in_", "n_rows_read_",
                        "n_rows_seen_", "stream_position_", "seed_", "since_reassign_")
 
-    def __init__(self, n_clusters=8, *, init="k-means++", max_iter=100, batch_size=1024,
+    def __init__(self, n_clusters=8, *, init="k-means||", max_iter=100, batch_size=1024,
                  verbose=0, compute_labels=True, random_state=None, tol=0.0,
                  max_no_improvement=10, init_size=None, n_init="auto", reassignment_ratio=0.01,
                  decay=None, decay_unit="batches", oversampling_factor=2.0, init_max_iter=5,
