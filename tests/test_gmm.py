@@ -3,7 +3,6 @@ checkpoints, persistence, the CLI and the kernels under array-api-strict."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 import warnings
 
@@ -18,7 +17,7 @@ from dclust.algorithms.gmm import kernel_model, m_step
 from dclust.kernels.gmm import (COVARIANCE_TYPES, gmm_estep_partial, gmm_hard_partial,
                                gmm_random_partial)
 from dclust.runtime.compute import compute_count
-from dclust.runtime.progress import Progress
+from dclust.testing import interrupt_after
 
 K = 3
 
@@ -337,25 +336,6 @@ def data_zarr(tmp_path_factory, data):
                           dtype=data.dtype)
     z[...] = data
     return path
-
-
-@contextlib.contextmanager
-def interrupt_after(n_updates):
-    """Raise KeyboardInterrupt at the ``n_updates``-th progress report of the fit."""
-    orig = Progress.update
-    calls = {"n": 0}
-
-    def update(self, phase, iteration, **kw):
-        calls["n"] += 1
-        if calls["n"] == n_updates:
-            raise KeyboardInterrupt(f"{phase} {iteration}")
-        return orig(self, phase, iteration, **kw)
-
-    Progress.update = update
-    try:
-        yield
-    finally:
-        Progress.update = orig
 
 
 @pytest.mark.parametrize("init, labelled, stop_at", [

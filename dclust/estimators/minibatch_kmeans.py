@@ -11,10 +11,10 @@ import numpy as np
 from ..algorithms.kmeans import INITS, check_init_array, seed_centers
 from ..algorithms.minibatch import (MiniBatchLloyd, as_batch, check_decay, check_finite_rows,
                                     decay_factor, gather_rows, minibatch_step)
-from ..exceptions import ConvergenceWarning, DclustValueError
-from ..kernels.lloyd import lloyd_partial, nearest_center
+from ..exceptions import DclustValueError
+from ..kernels.lloyd import nearest_center
 from ..params import Param, common, result_params
-from ..validation import as_dask_rows, check_n_clusters, check_random_state, check_sample_weight
+from ..validation import check_n_clusters, check_random_state, check_sample_weight
 from .base import register
 from .kmeans import KMeans, check_init
 
