@@ -186,12 +186,20 @@ class Param:
 
 
 def _is_option(value, options):
+    """Whether ``value`` is one of ``options``. Booleans match only booleans: ``1 == True``
+    in Python, but ``semi_supervised=1`` is not the option ``True``."""
     if isinstance(value, (np.ndarray, list, tuple, dict)):
         return False
-    try:
-        return any(value == o and type(value) is not bool or value is o for o in options)
-    except Exception:
-        return False
+    for o in options:
+        if isinstance(o, (bool, np.bool_)) or isinstance(value, (bool, np.bool_)):
+            if isinstance(o, (bool, np.bool_)) and isinstance(value, (bool, np.bool_)) \
+                    and bool(o) == bool(value):
+                return True
+        elif isinstance(o, str) != isinstance(value, str):
+            continue
+        elif value == o:
+            return True
+    return False
 
 
 def _cli_int(text):

@@ -327,3 +327,32 @@ def test_cli_flag_type_errors_are_usage_errors(capsys, data):
 
     assert main(["fit", "kmeans", data[0], "-k", "x", "--model", "m.npz"]) == 2
     assert "'x' is not an integer" in capsys.readouterr().err
+
+
+def test_booleans_are_options_only_as_booleans():
+    from dclust.params import Param
+
+    p = Param("semi_supervised", "doc", "choice", options=("auto", True, False))
+    assert p.check(True) is True and p.check(False) is False and p.check("auto") == "auto"
+    for value in (1, 0, 1.0, "True"):
+        with pytest.raises(dclust.DclustError, match=re.escape(
+                f"semi_supervised={value!r} is not valid; expected one of 'auto', True, False")):
+            p.check(value)
+
+
+def test_balanced_kmeans_shares_kmeans_init_check_and_takes_a_callable():
+    X = np.random.default_rng(0).normal(size=(300, 2))
+    with pytest.raises(dclust.DclustError, match=re.escape(
+            "Unknown init 'kmeans++'; expected one of 'k-means||', 'k-means++', 'random', a "
+            "callable or an array")):
+        dclust.BalancedKMeans(3, init="kmeans++").fit(X)
+    seen = {}
+
+    def first_rows(sample, k, random_state):
+        seen["rows"] = sample.shape[0]
+        return sample[:k]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bk = dclust.BalancedKMeans(3, init=first_rows, random_state=0, progress=False).fit(X)
+    assert seen["rows"] == 300 and np.bincount(np.asarray(bk.labels_)).min() >= 90

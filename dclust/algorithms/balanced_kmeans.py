@@ -77,7 +77,8 @@ class BalancedLloyd(Algorithm):
         self.sinkhorn_max_iter, self.sinkhorn_tol = sinkhorn_max_iter, sinkhorn_tol
         self.anneal, self.eps_decay = bool(anneal), eps_decay
         self.size_tolerance = size_tolerance
-        self.init_label = init if isinstance(init, str) else "array"
+        self.init_label = init if isinstance(init, str) else (
+            "callable" if callable(init) else "array")
 
     def rho_at(self, it):
         """Transported mass of outer iteration ``it`` (``rho_schedule="linear"`` grows it)."""

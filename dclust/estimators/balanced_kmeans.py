@@ -15,6 +15,7 @@ from ..exceptions import ConvergenceWarning, DclustValueError
 from ..kernels.metrics import pairwise_distances
 from ..kernels.sinkhorn import SinkhornState, sinkhorn_assign_block
 from ..params import Param, common, result_params
+from .kmeans import check_init
 from ..runtime.device import predict_device, to_device_block
 from ..validation import check_n_clusters
 from .base import DclustEstimator, map_rows, register
@@ -95,7 +96,8 @@ class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         targets (largest remainders of ``n b_j``); with ``0`` every size is exactly
         ``T_j``, within 1 of ``n b_j``. The moves apply to ``labels_`` only;
         ``predict`` uses the repaired prices.
-    init : {"k-means||", "k-means++", "random"} or ndarray, default="k-means||"
+    init : {"k-means||", "k-means++", "random"}, callable or ndarray, default="k-means||"
+        As :class:`dclust.KMeans` (a callable is called on the seeding sample).
     max_iter : int, default=100
         Outer (centre update) iterations.
     tol : float, default=1e-4
@@ -223,11 +225,7 @@ class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         super()._check_params()
         check_sinkhorn_params(self.reg, self.marginal, self.reg_m, self.rho,
                               self.sinkhorn_max_iter, self.sinkhorn_tol, self.eps_decay)
-        if isinstance(self.init, str) and self.init not in INITS:
-            raise DclustValueError(
-                f"Unknown init {self.init!r}; expected one of 'k-means||', 'k-means++', "
-                "'random' or an array of shape (n_clusters, n_features)."
-            )
+        check_init(self.init)
         if self.rho_schedule is not None:
             if self.marginal != "partial":
                 raise DclustValueError(
@@ -262,7 +260,7 @@ class BalancedKMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         k = check_n_clusters(self.n_clusters, n)
         b = check_marginal(self.cluster_weights, k, "cluster_weights")
         init = self.init
-        if not isinstance(init, str):
+        if not isinstance(init, str) and not callable(init):
             init = check_init_array(init, k, d)
         session.set_label(f"BalancedKMeans(k={k})")
         session.open(result_params(self, n_clusters=k, init=init, cluster_weights=b),
