@@ -12,6 +12,7 @@ from .._format import fmt_bytes, fmt_shape
 
 __all__ = [
     "CLIError",
+    "add_model_input_arguments",
     "add_cluster_options",
     "add_output_options",
     "storage_option",
@@ -65,6 +66,16 @@ def positive_rows(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of rows (50000)")
     return value
+
+
+def add_model_input_arguments(parser, *, model_help, output_what) -> None:
+    """MODEL, INPUT and ``--chunk-size``: the arguments of a command that applies a saved
+    model to a Zarr array (``predict``, ``encode``)."""
+    parser.add_argument("model", metavar="MODEL", help=model_help)
+    parser.add_argument("input", metavar="INPUT", help="path or fsspec URL of a 2-D Zarr array")
+    parser.add_argument("--chunk-size", type=positive_rows, metavar="ROWS",
+                        help=f"rows per task, also the {output_what} Zarr chunk (default: a "
+                             "multiple of the stored chunk near 64 MiB)")
 
 
 def cluster_weights(text: str):

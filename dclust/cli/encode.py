@@ -7,12 +7,12 @@ import time
 
 from ._common import (
     CLIError,
+    add_model_input_arguments,
     add_cluster_options,
     add_output_options,
     check_output,
     dask_client,
     fmt_shape,
-    positive_rows,
     say,
     storage_options,
 )
@@ -37,15 +37,12 @@ def register(subparsers) -> None:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", metavar="MODEL", help="quantizer file written by `dclust fit pq`")
-    p.add_argument("input", metavar="INPUT", help="path or fsspec URL of a 2-D Zarr array")
+    add_model_input_arguments(p, model_help="quantizer file written by `dclust fit pq`",
+                              output_what="codes'")
     p.add_argument("--codes", required=True, metavar="CODES.zarr",
                    help="where to write the codes (a Zarr array of uint8 or uint16)")
     p.add_argument("--lists", metavar="LISTS.zarr",
                    help="IVF models: also write the inverted list of every row")
-    p.add_argument("--chunk-size", type=positive_rows, metavar="ROWS",
-                   help="rows per task, also the codes' Zarr chunk (default: a multiple of "
-                        "the stored chunk near 64 MiB)")
     add_output_options(p)
     add_cluster_options(p)
     p.set_defaults(func=run)

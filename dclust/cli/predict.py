@@ -6,12 +6,12 @@ import argparse
 import time
 
 from ._common import (
+    add_model_input_arguments,
     add_cluster_options,
     add_output_options,
     check_output,
     dask_client,
     fmt_shape,
-    positive_rows,
     say,
     storage_options,
 )
@@ -33,13 +33,10 @@ def register(subparsers) -> None:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", metavar="MODEL", help="model file written by `dclust fit`")
-    p.add_argument("input", metavar="INPUT", help="path or fsspec URL of a 2-D Zarr array")
+    add_model_input_arguments(p, model_help="model file written by `dclust fit`",
+                              output_what="labels'")
     p.add_argument("--labels", required=True, metavar="LABELS.zarr",
                    help="where to write the labels (a Zarr array of int32)")
-    p.add_argument("--chunk-size", type=positive_rows, metavar="ROWS",
-                   help="rows per task, also the labels' Zarr chunk (default: a multiple of "
-                        "the stored chunk near 64 MiB)")
     add_output_options(p)
     add_cluster_options(p)
     p.set_defaults(func=run)
