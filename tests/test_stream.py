@@ -103,3 +103,16 @@ def test_stream_fit_messages(tmp_path):
     with pytest.raises(DclustValueError, match="holds a KMeans, not a MiniBatchKMeans"):
         dclust.stream_fit(dclust.MiniBatchKMeans(2), tmp_path / "x.zarr",
                           checkpoint=tmp_path / "k.npz", idle_timeout=0)
+
+
+def test_stream_cli_options_are_minibatch_declarations(tmp_path, capsys):
+    from dclust.cli.main import main
+
+    assert main(["stream", "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--n-clusters", "--batch-size", "--decay", "--decay-unit", "--init", "--seed"):
+        assert flag in out
+    dclust.append_rows(tmp_path / "x.zarr", np.random.rand(300, 2))
+    assert main(["stream", str(tmp_path / "x.zarr"), "--model", str(tmp_path / "m.npz"),
+                 "--batch-size", "0", "--idle-timeout", "0"]) == 2
+    assert "batch_size=0" in capsys.readouterr().err

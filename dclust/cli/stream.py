@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import CLIError, say
+from ._common import say
 
 _DESCRIPTION = """\
 Follow a Zarr array that another process appends rows to (along its first axis) and
@@ -25,13 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("input", metavar="INPUT", help="path of a 2-D Zarr array that grows")
     p.add_argument("--model", required=True, metavar="MODEL",
                    help="model file: continued when it exists, saved after every update")
-    p.add_argument("-k", "--n-clusters", type=int, default=8, metavar="K",
-                   help="clusters of a new model (default: 8)")
-    p.add_argument("--batch-size", type=int, default=1024, metavar="B",
-                   help="rows per update (default: 1024)")
-    p.add_argument("--decay", type=float, default=None, metavar="H",
-                   help="half-life of old data in batches (default: no forgetting)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    _add_model_options(p.add_argument_group("the model (used when MODEL does not exist yet)"))
     p.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
                    help="seconds between looks at the array (default: 1)")
     p.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
@@ -42,14 +36,29 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+# MiniBatchKMeans's own declarations give these options their types, checks and help.
+_MODEL_OPTIONS = ("n_clusters", "batch_size", "decay", "decay_unit", "init", "random_state")
+
+
+def _add_model_options(group) -> None:
+    import dataclasses
+
+    from ..estimators.minibatch_kmeans import MiniBatchKMeans
+    from ..params import declared
+
+    defaults = MiniBatchKMeans().get_params()
+    defaults["random_state"] = 0  # a stream's model is reproducible unless told otherwise
+    params = declared(MiniBatchKMeans)
+    for name in _MODEL_OPTIONS:
+        # -k is required by `dclust fit`, not here: an existing MODEL knows its k.
+        dataclasses.replace(params[name], required=False).add_to(group, defaults[name])
+
+
 def run(args) -> int:
     from ..algorithms.stream import stream_fit
     from ..estimators.minibatch_kmeans import MiniBatchKMeans
 
-    if args.batch_size < 1:
-        raise CLIError(f"--batch-size {args.batch_size} must be a positive number of rows.")
-    est = MiniBatchKMeans(args.n_clusters, batch_size=args.batch_size, decay=args.decay,
-                          random_state=args.seed)
+    est = MiniBatchKMeans(**{name: getattr(args, name) for name in _MODEL_OPTIONS})
     est = stream_fit(est, args.input, poll=args.poll, checkpoint=args.model,
                      idle_timeout=args.idle_timeout, max_rows=args.max_rows)
     if not args.quiet:
