@@ -255,7 +255,7 @@ def _choose(ks, table, criterion):
 
 # ---- k-means: the shared-pass sweep ------------------------------------------------------
 def _sweep_kmeans(template, X, ks, sample_weight, names, silhouette_sample_size, y):
-    from .algorithms.seeded_kmeans import check_known_classes
+    from .validation import check_known_classes
     from .algorithms.select_k import LloydSweep
     from .estimators.kmeans import effective_n_init
     from .params import result_params
@@ -361,7 +361,7 @@ def _sweep_each(template, X, ks, sample_weight, names, silhouette_sample_size, y
                                    "pass sample_weight=None.")
     y_known = None
     if y is not None:
-        from .algorithms.seeded_kmeans import check_known_classes
+        from .validation import check_known_classes
 
         y_known = check_known_classes(y, int(Xd.shape[0]))
         if y_known is None:

@@ -18,6 +18,7 @@ __all__ = [
     "check_sample_weight",
     "check_random_state",
     "check_param",
+    "check_known_classes",
     "default_row_chunk",
     "DEFAULT_CHUNK_BYTES",
 ]
@@ -212,3 +213,61 @@ def check_param(name, value, *, kind=None, low=None, high=None, low_inclusive=Tr
     if high is not None and value > high:
         raise DclustValueError(f"{name}={value!r} must be <= {high}.")
     return value
+
+
+def check_known_classes(y, n_samples, *, what="class", none_if_unlabelled=True):
+    """Known classes per row (``-1``: unknown) as int64: NumPy (checked here) or a lazy
+    dask array (a Zarr array or path is read lazily; its values are checked by the pass
+    that reads it). ``None`` when it labels no row and ``none_if_unlabelled``.
+
+    ``what`` names a value in messages ("class" for seeded k-means, "component" for a
+    mixture).
+
+    Raises
+    ------
+    DclustValueError
+        ``y`` is not 1-D of ``n_samples`` values, not whole numbers, or holds values
+        below -1 (NumPy input; dask input is checked by the first pass).
+    """
+    import dask.array as da
+
+    if y is None:
+        return None
+    if isinstance(y, (str, os.PathLike)) or type(y).__module__.startswith("zarr"):
+        y = da.from_zarr(y)
+    if not isinstance(y, da.Array):
+        y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != n_samples:
+        raise DclustValueError(
+            f"y has shape {tuple(y.shape)}; expected ({n_samples},): the {what} of each row of X "
+            "(an integer >= 0), or -1 where it is unknown."
+        )
+    if y.dtype.kind not in "biuf":
+        raise DclustValueError(
+            f"y has dtype {str(y.dtype)!r}; expected integers: the {what} of each row (>= 0), or "
+            "-1 where it is unknown. Encode other class labels as integers first."
+        )
+    if isinstance(y, da.Array):
+        if y.dtype.kind == "f":
+            raise DclustValueError(
+                f"y has dtype {str(y.dtype)!r}; a dask y must hold integers (the {what} of each "
+                "row, or -1 where it is unknown). Convert it with y.astype('int64')."
+            )
+        return y.astype(np.int64)
+    if y.dtype.kind == "f":
+        whole = np.isfinite(y) & (y == np.round(y))
+        if not whole.all():
+            first = int(np.flatnonzero(~whole)[0])
+            raise DclustValueError(
+                f"y holds values that are not whole numbers (first at row {first:,}: "
+                f"{y[first]!r}); y is the {what} of each row (>= 0), or -1 where it is unknown."
+            )
+    y = y.astype(np.int64)
+    bad = np.flatnonzero(y < -1)
+    if bad.size:
+        raise DclustValueError(
+            f"y has {bad.size:,} value(s) below -1 (first at row {int(bad[0]):,}: "
+            f"{int(y[bad[0]])}); y holds the {what} of each row (an integer >= 0), or -1 where "
+            "it is unknown."
+        )
+    return y if (y >= 0).any() or not none_if_unlabelled else None

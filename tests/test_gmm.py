@@ -281,7 +281,7 @@ def test_label_errors(data):
                     da.from_array(bad, chunks=500))
     with pytest.raises(dclust.DclustError, match=r"y has shape \(10,\); expected \(1500,\)"):
         gm(semi_supervised=True).fit(data, np.zeros(10, dtype=int))
-    with pytest.raises(dclust.DclustError, match=r"y has dtype 'float64'; expected integers"):
+    with pytest.raises(dclust.DclustError, match=r"y holds values that are not whole numbers \(first at row 0: "):
         gm(semi_supervised=True).fit(data, np.full(n, 0.5))
 
 

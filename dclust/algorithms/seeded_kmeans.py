@@ -16,6 +16,7 @@ row-aligned arrays).
 
 from __future__ import annotations
 
+
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -277,57 +278,3 @@ def seeded_labels_like(labels, y, classes):
     y = da.asarray(y).rechunk((labels.chunks[0],))
     return da.map_blocks(partial(_seeded_labels_block, classes=classes), labels, y,
                          dtype=labels.dtype)
-
-
-def check_known_classes(y, n_samples):
-    """``y`` of a seeded fit as int64 (NumPy, or dask checked in the first pass), or
-    ``None`` when it labels no row (a plain fit).
-
-    Raises
-    ------
-    DclustValueError
-        ``y`` is not 1-D of ``n_samples`` values, not whole numbers, or holds values
-        below -1 (NumPy input; dask input is checked by the first pass).
-    """
-    import dask.array as da
-
-    if y is None:
-        return None
-    if type(y).__module__.startswith("zarr"):
-        y = da.from_zarr(y)
-    if not isinstance(y, da.Array):
-        y = np.asarray(y)
-    if y.ndim != 1 or y.shape[0] != n_samples:
-        raise DclustValueError(
-            f"y has shape {tuple(y.shape)}; expected ({n_samples},): the class of each row of X "
-            "(an integer >= 0), or -1 where it is unknown."
-        )
-    if y.dtype.kind not in "biuf":
-        raise DclustValueError(
-            f"y has dtype {str(y.dtype)!r}; expected integers: the class of each row (>= 0), or "
-            "-1 where it is unknown. Encode other class labels as integers first."
-        )
-    if isinstance(y, da.Array):
-        if y.dtype.kind == "f":
-            raise DclustValueError(
-                f"y has dtype {str(y.dtype)!r}; a dask y must hold integers (the class of each "
-                "row, or -1 where it is unknown). Convert it with y.astype('int64')."
-            )
-        return y.astype(np.int64)
-    if y.dtype.kind == "f":
-        whole = np.isfinite(y) & (y == np.round(y))
-        if not whole.all():
-            first = int(np.flatnonzero(~whole)[0])
-            raise DclustValueError(
-                f"y holds values that are not whole numbers (first at row {first:,}: "
-                f"{y[first]!r}); y is the class of each row (>= 0), or -1 where it is unknown."
-            )
-    y = y.astype(np.int64)
-    bad = np.flatnonzero(y < -1)
-    if bad.size:
-        raise DclustValueError(
-            f"y has {bad.size:,} value(s) below -1 (first at row {int(bad[0]):,}: "
-            f"{int(y[bad[0]])}); y holds the class of each row (an integer >= 0), or -1 where "
-            "it is unknown."
-        )
-    return y if (y >= 0).any() else None

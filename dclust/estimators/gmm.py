@@ -21,11 +21,12 @@ from ..algorithms.gmm import (
     precisions_from_cholesky,
     score_aggregation,
 )
-from ..exceptions import ConvergenceWarning, DclustTypeError, DclustValueError, NotFittedError
+from ..exceptions import ConvergenceWarning, DclustValueError, NotFittedError
 from ..kernels.gmm import COVARIANCE_TYPES, gmm_log_resp, gmm_weighted_log_prob
 from ..params import Param, array_digest, common, result_params
 from ..runtime.device import predict_device, to_device_block
 from ..validation import as_dask_rows
+from ..validation import check_known_classes
 from .base import SEMI_SUPERVISED_DOC, DclustEstimator, known_classes_given, map_rows, register
 from .base import require_finite_block as _require_finite
 
@@ -126,24 +127,7 @@ def check_precisions_init(precisions, covariance_type, n_components, n_features)
 def check_y(y, n_samples):
     """Known components per row: a NumPy array (checked here) or a lazy dask array
     (checked in the first pass)."""
-    if isinstance(y, str):
-        y = da.from_zarr(y)
-    elif type(y).__module__.startswith("zarr"):
-        y = da.from_zarr(y)
-    if not isinstance(y, da.Array):
-        y = np.asarray(y)
-    if y.ndim != 1 or y.shape[0] != n_samples:
-        raise DclustValueError(
-            f"y has shape {tuple(y.shape)}; expected ({n_samples},), the component of each row "
-            "of X or -1 where it is unknown.")
-    if y.dtype.kind not in "iub":
-        if y.dtype.kind == "f" and isinstance(y, np.ndarray) and np.all(np.mod(y, 1) == 0):
-            y = y.astype(np.int64)
-        else:
-            raise DclustTypeError(
-                f"y has dtype {str(y.dtype)!r}; expected integers (the component of each row, "
-                "-1 where it is unknown), for example y.astype('int64').")
-    return y.astype(np.int64) if isinstance(y, np.ndarray) else y
+    return check_known_classes(y, n_samples, what="component", none_if_unlabelled=False)
 
 
 def _check_y_values(y, n_components):

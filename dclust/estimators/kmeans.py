@@ -10,13 +10,13 @@ from sklearn.base import ClusterMixin, TransformerMixin
 from .._xp import to_numpy
 from ..algorithms.kmeans import INITS, Lloyd, check_init_array, lloyd_aggregation
 from ..algorithms.datachecks import safe_magnitude
-from ..algorithms.seeded_kmeans import SeededLloyd, check_known_classes, seeded_labels_like
+from ..algorithms.seeded_kmeans import SeededLloyd, seeded_labels_like
 from ..exceptions import ConvergenceWarning, DclustValueError
 from ..kernels.distances import euclidean_distances
 from ..kernels.lloyd import nearest_center
 from ..params import Param, array_digest, common, result_params
 from ..runtime.device import predict_device, to_device_block
-from ..validation import check_n_clusters
+from ..validation import check_known_classes, check_n_clusters
 from .base import SEMI_SUPERVISED_DOC, DclustEstimator, known_classes_given, map_rows, register
 from .base import require_finite_block as _require_finite
 
