@@ -285,6 +285,41 @@ def test_cli_fit_bisecting(tmp_path, capsys):
     np.testing.assert_array_equal(zarr.open_array(str(labels), mode="r")[...], est.predict(X))
 
 
+def test_cli_fit_bisecting_exports_the_tree(tmp_path, capsys):
+    from dclust.cli.main import main
+
+    X, _ = cube(n_per=100)
+    path = str(tmp_path / "x.zarr")
+    dclust.write_array(da.from_array(X, chunks=200), path)
+    model, tree_json, tree_nwk = tmp_path / "bk.npz", tmp_path / "t.json", tmp_path / "t.nwk"
+    assert main(["fit", "bisecting-kmeans", "--help"]) == 0
+    assert "--export-tree" in capsys.readouterr().out
+    assert main(["fit", "bisecting-kmeans", path, "-k", "5", "--seed", "0", "--model",
+                 str(model), "--export-tree", str(tree_json), "--export-tree", str(tree_nwk),
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"tree: {tree_json}" in out and f"tree: {tree_nwk}" in out
+    est = dclust.load(model)
+    doc = json.loads(tree_json.read_text())
+    assert doc == json.loads(est.tree_.to_json())
+    leaves = [n for n in doc["nodes"] if not n["children"]]
+    assert len(leaves) == doc["n_leaves"] == 5
+    assert sum(n["size"] for n in leaves) == X.shape[0] == doc["nodes"][0]["size"]
+    assert sorted(n["label"] for n in leaves) == list(range(5))
+    assert tree_nwk.read_text() == est.tree_.to_newick()
+    assert not [p.name for p in tmp_path.iterdir() if "tmp" in p.name]  # moved into place
+
+    # Outputs are checked before the fit: an existing tree, an unknown extension.
+    args = ["fit", "bisecting-kmeans", path, "-k", "2", "--model", str(tmp_path / "b2.npz")]
+    assert main(args + ["--export-tree", str(tree_json)]) == 2
+    assert re.search(r"The tree file '.*t\.json' already exists; pass --overwrite",
+                     capsys.readouterr().err)
+    assert main(args + ["--export-tree", str(tmp_path / "t.txt")]) == 2
+    assert re.search(r"Cannot tell the tree format of --export-tree '.*t\.txt' from its "
+                     r"extension; name it \.json, \.nwk or \.newick", capsys.readouterr().err)
+    assert not (tmp_path / "b2.npz").exists()
+
+
 def test_errors():
     X, _ = cube(n_per=10)
     with pytest.raises(ValueError, match=r"Unknown init 'kmeans\+\+'; expected one of 'random'"):

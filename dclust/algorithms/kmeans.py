@@ -15,6 +15,7 @@ import numpy as np
 
 from ..exceptions import DclustValueError, EmptyClusterWarning
 from ..kernels.lloyd import lloyd_partial
+from ..kernels.rownorm import row_normalize
 from ..kernels.seeding import kmeans_parallel, kmeans_plusplus
 from ..reductions.engine import Aggregation
 from ..reductions.monoids import fields_combine
@@ -33,9 +34,13 @@ __all__ = [
     "check_init_array",
     "default_init_size",
     "N_FAR",
+    "METRICS",
+    "normalize_centers",
 ]
 
 INITS = ("k-means||", "k-means++", "random")
+# "cosine" is spherical k-means: euclidean Lloyd on unit rows with unit centres.
+METRICS = ("euclidean", "cosine")
 # Far rows kept per pass for relocating empty clusters.
 N_FAR = 32
 
@@ -43,7 +48,14 @@ _LLOYD_SUMS = ("sums", "weights", "inertia")
 _FAR_KEYS = ("far_dist", "far_row", "far_x", "far_label", "far_weight")
 
 
-def _lloyd_chunk(X, w, ctx, centers, n_far):
+def _lloyd_chunk(X, w, ctx, centers, n_far, metric="euclidean"):
+    if metric == "cosine":
+        # Unit rows as a per-chunk temporary; for unit vectors ||x - c||^2 = 2 (1 - cos),
+        # so the euclidean kernel assigns by cosine and half its inertia is sum w (1 - cos).
+        X = row_normalize(X, row_offset=ctx.row_offset, block_id=ctx.block_id)
+        out = lloyd_partial(X, centers, w, n_far=n_far, row_offset=ctx.row_offset)
+        out["inertia"] = out["inertia"] * 0.5
+        return out
     return lloyd_partial(X, centers, w, n_far=n_far, row_offset=ctx.row_offset)
 
 
@@ -51,12 +63,22 @@ def _lloyd_combine(parts, n_far):
     return fields_combine(parts, sums=_LLOYD_SUMS, top=(n_far, "far_dist", _FAR_KEYS, "far_row"))
 
 
-def lloyd_aggregation(centers, n_far=N_FAR):
-    """The fused Lloyd statistics of one pass, for the given centres."""
+def lloyd_aggregation(centers, n_far=N_FAR, metric="euclidean"):
+    """The fused Lloyd statistics of one pass, for the given centres.
+
+    With ``metric="cosine"`` each chunk's rows are scaled to unit norm first (the centres
+    must be unit already), and the inertia is ``sum w (1 - cos)``.
+    """
     n_far = int(min(n_far, centers.shape[0]))
-    return Aggregation("kmeans-lloyd", _lloyd_chunk, partial(_lloyd_combine, n_far=n_far)).bind(
+    chunk = _lloyd_chunk if metric == "euclidean" else partial(_lloyd_chunk, metric=metric)
+    return Aggregation("kmeans-lloyd", chunk, partial(_lloyd_combine, n_far=n_far)).bind(
         np.ascontiguousarray(centers, dtype=np.float64), n_far
     )
+
+
+def normalize_centers(C, what="init"):
+    """Centres (float64) scaled to unit norm for cosine k-means; a zero centre is refused."""
+    return row_normalize(np.asarray(C, dtype=np.float64), what=what)
 
 
 def default_init_size(n_samples, n_clusters):
@@ -69,9 +91,13 @@ def default_init_size(n_samples, n_clusters):
     return int(min(n_samples, max(50_000, 32 * n_clusters)))
 
 
-def _tolerance(data_stats, tol):
+def _tolerance(data_stats, tol, metric="euclidean"):
     if tol == 0:
         return 0.0
+    if metric == "cosine":
+        # The mean per-feature second moment of unit rows is exactly 1/d (an upper bound
+        # of their variance); X's own moments do not describe the unit rows.
+        return float(tol / max(len(data_stats["m2"]), 1))
     var = data_stats["m2"] / max(data_stats["count"], 1)
     return float(np.mean(var) * tol)
 
@@ -104,7 +130,7 @@ def init_sample_size(n_samples, n_clusters, init, init_size=None):
 
 
 def init_centers(session, n_clusters, init, seed, *, init_size=None, oversampling_factor=2.0,
-                 n_rounds=5):
+                 n_rounds=5, metric="euclidean"):
     """Initial centres (float64); a string ``init`` draws its sample in one pass.
 
     Parameters
@@ -115,15 +141,26 @@ def init_centers(session, n_clusters, init, seed, *, init_size=None, oversamplin
         A callable is called as ``init(sample, n_clusters, random_state)`` on the
         sample of ``init_size`` rows (scikit-learn calls it on ``X``).
     seed : int
+    metric : {"euclidean", "cosine"}, default="euclidean"
+        ``"cosine"``: the seeding runs on the sample's rows scaled to unit norm, and the
+        centres (an init array too) are scaled to unit norm.
     """
     n, d = session.n_samples, session.n_features
     if isinstance(init, np.ndarray):
-        return check_init_array(init, n_clusters, d)
+        C = check_init_array(init, n_clusters, d)
+        return normalize_centers(C, "the init array") if metric == "cosine" else C
     m = init_sample_size(n, n_clusters, init, init_size)
     sample = sample_rows(session, m, seed, name="kmeans-sample")
-    return seed_centers(sample, m, n, n_clusters, init, seed, dtype=session.work_dtype,
-                        n_features=d, oversampling_factor=oversampling_factor,
-                        n_rounds=n_rounds)
+    if metric == "cosine":
+        # The sample is small and on the client: normalised here, as each pass's chunks are.
+        sample = {**sample, "x": row_normalize(np.asarray(sample["x"]), rows=sample["row"])}
+    C = seed_centers(sample, m, n, n_clusters, init, seed, dtype=session.work_dtype,
+                     n_features=d, oversampling_factor=oversampling_factor,
+                     n_rounds=n_rounds)
+    if metric == "cosine":
+        C = normalize_centers(C, "the init callable's result" if callable(init)
+                              else "the seeded centres")
+    return C
 
 
 def seed_centers(sample, m, n_samples, n_clusters, init, seed, *, dtype, n_features,
@@ -206,15 +243,28 @@ def _update_centers(stats, centers):
     return new, int(empty.size), moved
 
 
-def lloyd_update(state, res, tol_abs):
+def _unit_rows(new, old):
+    """``new`` centres scaled to unit norm (spherical k-means' update); a cluster whose
+    unit rows sum to zero keeps its ``old`` centre."""
+    norms = np.sqrt(np.einsum("ij,ij->i", new, new))
+    ok = norms > 0
+    out = old.copy()
+    out[ok] = new[ok] / norms[ok, None]
+    return out
+
+
+def lloyd_update(state, res, tol_abs, metric="euclidean"):
     """The Lloyd state after a pass whose statistics ``res`` are for ``state["centers"]``.
 
     Shared by :class:`Lloyd` and the multi-k sweep (:mod:`dclust.algorithms.select_k`),
-    so that every k of a sweep moves exactly as a separate fit does.
+    so that every k of a sweep moves exactly as a separate fit does. With
+    ``metric="cosine"`` the new centres are the normalised means of their unit rows.
     """
     centers = state["centers"]
     inertia = float(res["inertia"])
     new, n_empty, _ = _update_centers(res, centers)
+    if metric == "cosine":
+        new = _unit_rows(new, centers)
     shift = float(((new - centers) ** 2).sum())
     return {
         "centers": new,
@@ -235,7 +285,9 @@ class Lloyd(Algorithm):
     The state holds the centres (float64), the iteration count, the last pass's inertia
     and non-empty clusters, the squared shift of the centres and ``converged``. The
     result adds the inertia of the final centres (one more pass unless the last
-    iteration left the centres where they were).
+    iteration left the centres where they were). With ``metric="cosine"`` it is spherical
+    k-means: every pass scales its chunks' rows to unit norm, the centres are kept at unit
+    norm, and the inertia is ``sum w (1 - cos)``.
     """
 
     name = "KMeans"
@@ -243,8 +295,9 @@ class Lloyd(Algorithm):
     aligned = None
 
     def __init__(self, n_clusters, *, init="k-means||", max_iter=300, tol=1e-4, seed=0,
-                 init_size=None, oversampling_factor=2.0, n_init_rounds=5):
+                 init_size=None, oversampling_factor=2.0, n_init_rounds=5, metric="euclidean"):
         self.n_clusters = int(n_clusters)
+        self.metric = metric
         self.init = init
         self.max_iter = int(max_iter)
         self.tol = float(tol)
@@ -257,6 +310,7 @@ class Lloyd(Algorithm):
 
     def start(self, session):
         if (isinstance(self.init, np.ndarray) and session.dtype == np.float32
+                and self.metric == "euclidean"  # cosine centres are unit vectors
                 and float(np.abs(self.init).max(initial=0.0))
                 > safe_magnitude(np.float32, session.n_features)):
             session.use_float64()  # centres this large: the first pass in float64 already
@@ -265,19 +319,20 @@ class Lloyd(Algorithm):
         centers = init_centers(session, self.n_clusters, self.init, self.seed,
                                init_size=self.init_size,
                                oversampling_factor=self.oversampling_factor,
-                               n_rounds=self.n_init_rounds)
+                               n_rounds=self.n_init_rounds, metric=self.metric)
         return {"centers": centers, "n_iter": 0, "init_inertia": math.nan, "n_empty_total": 0,
                 "converged": False, "shift": math.inf, "inertia": math.nan, "n_nonempty": 0}
 
     def aggregation(self, state, n_far=N_FAR):
         """The Lloyd statistics of one pass, for ``state``'s centres (a variant, seeded
         k-means, changes them here)."""
-        return lloyd_aggregation(state["centers"], n_far)
+        return lloyd_aggregation(state["centers"], n_far, self.metric)
 
     def one_iteration(self, session, state):
         res = session.run_pass({"lloyd": self.aggregation(state)}, name="kmeans-lloyd",
                                aligned=self.aligned)["lloyd"]
-        return {**state, **lloyd_update(state, res, _tolerance(session.data_stats, self.tol))}
+        tol_abs = _tolerance(session.data_stats, self.tol, self.metric)
+        return {**state, **lloyd_update(state, res, tol_abs, self.metric)}
 
     def converged(self, state):
         return bool(state["converged"]) or state["n_iter"] >= self.max_iter

@@ -24,6 +24,15 @@ automatically, so adding one touches no other file. Such a module defines:
     Adjusts the parsed values before the estimator is made.
 ``summary(estimator) -> list of str`` (optional)
     Extra ``"name value"`` fields for the summary line (``"inertia 1.23e+05"``).
+``add_arguments(group)`` (optional)
+    Adds options of the command's own that are not estimator parameters (extra
+    outputs, ``--export-tree``) to its options' group.
+``outputs(args) -> list of (path, what)`` (optional)
+    The extra files it will write, checked with ``--model`` before the fit starts (a
+    fit can run for hours; an output that cannot be written should fail first).
+``after_fit(estimator, args) -> list of str`` (optional)
+    Writes those outputs once the model is saved; returns lines for the summary
+    (``"tree: tree.json"``).
 
 See ``fit_kmeans.py`` for a complete example.
 """
@@ -83,8 +92,10 @@ def register(subparsers) -> None:
         )
         ap.add_argument("input", metavar="INPUT",
                         help="path or fsspec URL of a 2-D Zarr array (n_samples, n_features)")
-        add_arguments(ap.add_argument_group(module.GROUP), module.estimator(),
-                      types=getattr(module, "TYPES", {}))
+        group = ap.add_argument_group(module.GROUP)
+        add_arguments(group, module.estimator(), types=getattr(module, "TYPES", {}))
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(group)
         out = ap.add_argument_group("input and outputs")
         out.add_argument("--model", required=True, metavar="MODEL",
                          help="where to save the fitted model (a .npz file; no pickle)")
@@ -106,6 +117,8 @@ def run(args) -> int:
     check_output(args.model, overwrite=args.overwrite, storage_options=so, what="model file")
     if args.labels:
         check_output(args.labels, overwrite=args.overwrite, storage_options=so, what="labels array")
+    for path, what in (module.outputs(args) if hasattr(module, "outputs") else ()):
+        check_output(path, overwrite=args.overwrite, storage_options=so, what=what)
     estimator = build(module, args)
     X = dclust.open_array(args.input, storage_options=so, chunks=args.chunk_size or "auto")
     with dask_client(args):
@@ -113,13 +126,14 @@ def run(args) -> int:
         estimator.fit(X)
         fit_seconds = time.perf_counter() - t0
         estimator.save(args.model, storage_options=so)
+        extra = module.after_fit(estimator, args) if hasattr(module, "after_fit") else []
         label_seconds = None
         if args.labels:
             t1 = time.perf_counter()
             dclust.write_labels(estimator.labels_, args.labels, storage_options=so,
                                 overwrite=args.overwrite)
             label_seconds = time.perf_counter() - t1
-    say(_summary(module, estimator, X, args, fit_seconds, label_seconds))
+    say(_summary(module, estimator, X, args, fit_seconds, label_seconds, extra))
     return 0
 
 
@@ -161,7 +175,7 @@ def build(module, args):
     return cls(**kw)
 
 
-def _summary(module, est, X, args, fit_seconds, label_seconds) -> str:
+def _summary(module, est, X, args, fit_seconds, label_seconds, extra=()) -> str:
     n, d = X.shape
     k = getattr(est, "n_clusters", getattr(est, "n_components", None))
     fields = [f"{type(est).__name__} k={k} on {fmt_shape((n, d))} {X.dtype}"]
@@ -177,4 +191,5 @@ def _summary(module, est, X, args, fit_seconds, label_seconds) -> str:
     lines = [", ".join(fields), f"model: {args.model}"]
     if args.labels:
         lines.append(f"labels: {args.labels} ({label_seconds:.2f} s)")
+    lines.extend(extra)
     return "\n".join(lines)
