@@ -353,3 +353,17 @@ def test_float64_square_overflow_is_refused_in_the_first_pass():
                        + r".*Rescale the data first, for example X / 1e\+160\."):
         km(cache="none").fit(da.from_array(X, chunks=50))
     assert compute_count() - before == 1
+
+
+def test_predict_names_the_chunk_and_global_row_of_a_nan():
+    import dask.array as da
+
+    from dclust.exceptions import DataError
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    km = dclust.KMeans(2, random_state=0, progress=False).fit(X)
+    bad = X.copy()
+    bad[157, 1] = np.nan
+    with pytest.raises(DataError, match=r"chunk 1, row 157\b"):
+        km.predict(da.from_array(bad, chunks=(100, 3))).compute()

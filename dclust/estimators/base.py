@@ -34,7 +34,7 @@ def require_finite_block(X, block_info=None):
     n_bad, row = count_nonfinite(X)
     if n_bad:
         where = f"row {row:,}"
-        if block_info and None not in block_info:
+        if block_info and 0 in block_info:
             loc = block_info[0]
             where = f"chunk {loc['chunk-location'][0]}, row {loc['array-location'][0][0] + row:,}"
         raise DataError(

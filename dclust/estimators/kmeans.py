@@ -8,12 +8,16 @@ import numpy as np
 from sklearn.base import ClusterMixin, TransformerMixin
 
 from .._xp import to_numpy
-from ..algorithms.kmeans import INITS, Lloyd, check_init_array, lloyd_aggregation
+from ..algorithms.kmeans import INITS, METRICS, Lloyd, check_init_array, lloyd_aggregation
 from ..algorithms.datachecks import safe_magnitude
+from ..algorithms.hierarchical import (DEFAULT_N_PROBE, HIERARCHICAL_MIN_K, HierarchicalLloyd,
+                                       probe_aggregation, resolve_algorithm)
 from ..algorithms.seeded_kmeans import SeededLloyd, seeded_labels_like
 from ..exceptions import ConvergenceWarning, DclustValueError
 from ..kernels.distances import euclidean_distances
 from ..kernels.lloyd import nearest_center
+from ..kernels.probe import probe_nearest
+from ..kernels.rownorm import cosine_distances, row_normalize
 from ..params import Param, array_digest, common, result_params
 from ..runtime.device import predict_device, to_device_block
 from ..validation import check_known_classes, check_n_clusters
@@ -21,6 +25,8 @@ from .base import SEMI_SUPERVISED_DOC, DclustEstimator, known_classes_given, map
 from .base import require_finite_block as _require_finite
 
 __all__ = ["KMeans"]
+
+ALGORITHMS = ("lloyd", "auto", "hierarchical")
 
 
 def _precise(X, centers):
@@ -32,16 +38,36 @@ def _precise(X, centers):
     return X.astype(np.float64) if big > limit else X
 
 
-def _labels_block(X, centers, device="cpu", block_info=None):
+def _unit_block(X, block_info):
+    """The block's rows at unit norm (cosine), a zero row named by its global number."""
+    offset, chunk = 0, None
+    if block_info and 0 in block_info:  # map_blocks' info of X (key None is the output)
+        offset = block_info[0]["array-location"][0][0]
+        chunk = block_info[0]["chunk-location"][0]
+    return row_normalize(X, row_offset=offset, block_id=chunk)
+
+
+def _labels_block(X, centers, device="cpu", metric="euclidean", block_info=None):
     _require_finite(X, block_info)
     X = to_device_block(X, device)
-    labels, _ = nearest_center(_precise(X, centers), centers)
+    # Unit rows and unit centres: the nearest in euclidean distance is the most similar.
+    X = _unit_block(X, block_info) if metric == "cosine" else _precise(X, centers)
+    labels, _ = nearest_center(X, centers)
     return to_numpy(labels).astype(np.int32)
 
 
-def _distances_block(X, centers, block_info=None):
+def _distances_block(X, centers, metric="euclidean", block_info=None):
     _require_finite(X, block_info)
+    if metric == "cosine":
+        return cosine_distances(_unit_block(X, block_info), centers).astype(X.dtype, copy=False)
     return euclidean_distances(_precise(X, centers), centers).astype(X.dtype, copy=False)
+
+
+def _probe_labels_block(X, centers, coarse, cells, n_probe, block_info=None):
+    _require_finite(X, block_info)
+    X = to_numpy(X)
+    labels, _ = probe_nearest(_precise(X, centers), coarse, centers, cells, n_probe)
+    return labels.astype(np.int32)
 
 
 def check_init(init):
@@ -61,16 +87,33 @@ def check_init(init):
 
 
 def check_algorithm(algorithm):
-    """scikit-learn's ``algorithm``: dclust runs Lloyd passes whatever is asked."""
+    """scikit-learn's ``algorithm`` ("lloyd", "auto"), plus dclust's "hierarchical"."""
     if algorithm == "elkan":
         raise DclustValueError(
             "algorithm='elkan' is not available: Elkan's bounds are per-row state that would "
             "have to be kept between passes over data larger than memory. dclust runs Lloyd "
             "iterations (one pass each); pass algorithm='lloyd' (or 'auto')."
         )
-    if algorithm not in ("lloyd", "auto"):
-        raise DclustValueError(f"algorithm={algorithm!r} is not valid; expected 'lloyd' or 'auto'.")
+    if algorithm not in ALGORITHMS:
+        raise DclustValueError(f"algorithm={algorithm!r} is not valid; expected 'lloyd', "
+                               "'hierarchical' or 'auto'.")
     return algorithm
+
+
+def _check_hierarchical(metric, y, init):
+    if metric != "euclidean":
+        raise DclustValueError(
+            f"algorithm='hierarchical' runs with metric='euclidean' only (got metric={metric!r}); "
+            "pass algorithm='lloyd' for cosine k-means.")
+    if y is not None:
+        raise DclustValueError(
+            "algorithm='hierarchical' cannot be combined with known classes y (seeded "
+            "k-means); pass algorithm='lloyd', or fit without y (semi_supervised=False).")
+    if callable(init) and not hasattr(init, "shape"):
+        raise DclustValueError(
+            "algorithm='hierarchical' takes init='k-means||', 'k-means++', 'random' or an "
+            "array of shape (n_clusters, n_features), not a callable; pass algorithm='lloyd' "
+            "to use a callable init.")
 
 
 def effective_n_init(n_init, init):
@@ -118,7 +161,10 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         Maximum Lloyd iterations per run.
     tol : float, default=1e-4
         Convergence when the squared movement of the centres is at most ``tol`` times
-        the mean per-feature variance of ``X`` (scikit-learn's rule).
+        the mean per-feature variance of ``X`` (scikit-learn's rule). With
+        ``metric="cosine"``: at most ``tol / n_features``, ``1 / n_features`` being the
+        mean per-feature second moment of unit rows (an upper bound of their variance,
+        known without a pass).
     verbose : int, default=0
         Print a line after the initialisation and after every iteration, as
         scikit-learn does.
@@ -128,8 +174,22 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
     copy_x : bool, default=True
         Accepted for scikit-learn compatibility; has no effect: dclust never modifies
         ``X`` (chunks are read, centred copies are never made in place).
-    algorithm : {"lloyd", "auto"}, default="lloyd"
-        Lloyd iterations. ``"elkan"`` is refused with an explanation.
+    algorithm : {"lloyd", "hierarchical", "auto"}, default="lloyd"
+        ``"lloyd"``: exact Lloyd iterations, every row against every centre (the centres
+        are taken in cache-sized groups, so no ``rows x k`` matrix is ever built).
+        ``"hierarchical"``: two-level k-means for large ``k`` (as FAISS trains IVF
+        indexes): about ``sqrt(k)`` coarse centres on a sample, fine centres fitted per
+        coarse cell in parallel in proportion to the cell's weight, then Lloyd passes in
+        which each row searches only the fine centres of its ``n_probe`` nearest coarse
+        cells (:mod:`dclust.algorithms.hierarchical`). ``labels_``, ``predict``,
+        ``score`` and ``inertia_`` use the same probes. Euclidean only, without known
+        classes. ``"auto"``: ``"hierarchical"`` from ``n_clusters=4096``, else
+        ``"lloyd"``. ``"elkan"`` is refused with an explanation.
+    n_probe : int, default=4
+        With ``algorithm="hierarchical"``: coarse cells whose fine centres each row
+        searches (more is closer to exact Lloyd and slower; at least the number of
+        coarse cells is exact). Can be changed after the fit to trade the speed of
+        ``predict`` against its exactness.
     cache : {"auto", "memory", "none"}, default="auto"
         ``"memory"`` persists ``X`` on the workers for the fit; ``"none"`` streams it from
         its source (Zarr) on every pass; ``"auto"`` persists when it takes at most half
@@ -167,6 +227,16 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         rows with -1; a fully labelled NumPy ``y`` is then ignored, as scikit-learn's
         clusterers ignore it (pipelines and model selection pass a supervised target to
         every step's ``fit``, which must not silently constrain the clustering).
+    metric : {"euclidean", "cosine"}, default="euclidean"
+        ``"cosine"``: spherical k-means (Dhillon and Modha, 2001). Every pass scales
+        each chunk's rows to unit norm as it reads them (a temporary of the chunk; no
+        normalised copy of the data is made), rows go to the centre of highest cosine
+        similarity, and each centre is the mean of its unit rows scaled back to unit
+        norm (after the initialisation too, which runs on the unit rows of the sample;
+        an ``init`` array is scaled to unit norm). ``inertia_`` is then
+        ``sum w (1 - cos)``, half the squared distances between unit rows and centres.
+        A row of norm 0 has no direction and is refused. Not available with known
+        classes ``y``.
 
     Attributes
     ----------
@@ -174,7 +244,8 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
     labels_ : dask.array.Array of shape (n_samples,), or ndarray for NumPy input
         Lazily computed: writing or computing it is one more pass.
     inertia_ : float
-        Sum of weighted squared distances of samples to their closest centre.
+        Sum of weighted squared distances of samples to their closest centre; with
+        ``metric="cosine"``, sum of weighted cosine distances ``1 - cos``.
     n_iter_ : int
     converged_ : bool
     n_features_in_ : int
@@ -182,6 +253,11 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         Column names, when ``X`` was a DataFrame with string column names.
     n_passes_ : int
         Passes over the data the fit made (init, iterations and the final inertia).
+    coarse_centers_ : ndarray of shape (n_coarse, n_features)
+        Only with ``algorithm="hierarchical"``: the coarse centres.
+    coarse_cells_ : ndarray of shape (n_coarse + 1,)
+        Only with ``algorithm="hierarchical"``: ``cluster_centers_[coarse_cells_[c]:
+        coarse_cells_[c + 1]]`` are coarse cell ``c``'s fine centres.
     known_classes_ : ndarray of shape (n_known,)
         Only after a fit with known classes ``y``: the classes, sorted; cluster ``j``
         is class ``known_classes_[j]``'s.
@@ -208,11 +284,15 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         Param("max_iter", "maximum Lloyd iterations per run", "int", low=1, metavar="N"),
         Param("tol", "stop when the centres move less than F times the mean feature variance",
               "float", low=0, metavar="F"),
+        Param("metric", "euclidean, or cosine (spherical k-means: rows and centres at unit "
+              "norm, nearest by cosine similarity)", "choice", options=METRICS),
         Param("verbose", "print a line per iteration", "int", low=0, result=False, flag=None),
         *common("random_state"),
         Param("copy_x", "no effect (X is never modified)", "bool", result=False, flag=None),
-        Param("algorithm", "k-means algorithm ('lloyd'; 'elkan' is not available)", "any",
-              result=False, flag=None),
+        Param("algorithm", "'lloyd' (exact), 'hierarchical' (two-level, for large k) or 'auto' "
+              f"(hierarchical from k={HIERARCHICAL_MIN_K})", "choice", options=ALGORITHMS),
+        Param("n_probe", "coarse cells each row searches (algorithm='hierarchical')", "int",
+              low=1, metavar="N"),
         *common("cache"),
         Param("init_size", "rows the seeding runs on", "int", low=1, none=True, metavar="N"),
         Param("oversampling_factor", "k-means|| candidates per round, times n_clusters",
@@ -223,14 +303,15 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         Param("semi_supervised", SEMI_SUPERVISED_DOC, "choice", options=("auto", True, False),
               result=False, flag=None),
     )
-    _fitted_arrays = ("cluster_centers_", "known_classes_")
+    _fitted_arrays = ("cluster_centers_", "known_classes_", "coarse_centers_", "coarse_cells_")
     _fitted_scalars = ("inertia_", "n_iter_", "converged_", "n_features_in_", "n_passes_")
 
     def __init__(self, n_clusters=8, *, init="k-means||", n_init="auto", max_iter=300, tol=1e-4,
                  verbose=0, random_state=None, copy_x=True, algorithm="lloyd", cache="auto",
                  init_size=None, oversampling_factor=2.0, init_max_iter=5, split_every=None,
                  progress=True, checkpoint=None, resume=False, storage_options=None,
-                 device="auto", semi_supervised="auto"):
+                 device="auto", semi_supervised="auto", metric="euclidean",
+                 n_probe=DEFAULT_N_PROBE):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -251,6 +332,8 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         self.storage_options = storage_options
         self.device = device
         self.semi_supervised = semi_supervised
+        self.metric = metric
+        self.n_probe = n_probe
 
     def _check_params(self):
         check_init(self.init)
@@ -290,17 +373,29 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         if not isinstance(init, str) and not callable(init):
             init = check_init_array(init, k, d)  # before any data is placed on the cluster
         y = check_known_classes(y, n) if known_classes_given(self.semi_supervised, y) else None
+        if y is not None and self.metric == "cosine":
+            raise DclustValueError(
+                "metric='cosine' cannot be combined with known classes y (seeded k-means): "
+                "the seeded passes are euclidean. Fit without y (or semi_supervised=False), "
+                "or scale the rows to unit norm yourself and use metric='euclidean'."
+            )
+        algorithm = resolve_algorithm(self.algorithm, k)
+        if algorithm == "hierarchical":
+            _check_hierarchical(self.metric, y, init)
         n_init = effective_n_init(self.n_init, init)
         session.set_label(f"KMeans(k={k})")
-        params = result_params(self, n_clusters=k, init=init, n_init=n_init)
+        params = result_params(self, n_clusters=k, init=init, n_init=n_init, algorithm=algorithm)
         if y is not None:
             params["y"] = array_digest(y) if isinstance(y, np.ndarray) else y.name
         session.open(params, self.random_state)
         seed = session.seed
         opts = dict(init=init, max_iter=self.max_iter, tol=self.tol, init_size=self.init_size,
                     oversampling_factor=self.oversampling_factor,
-                    n_init_rounds=self.init_max_iter)
-        if y is None:
+                    n_init_rounds=self.init_max_iter, metric=self.metric)
+        if algorithm == "hierarchical":
+            def make(run):
+                return HierarchicalLloyd(k, n_probe=self.n_probe, seed=seed + run, **opts)
+        elif y is None:
             def make(run):
                 return Lloyd(k, seed=seed + run, **opts)
         else:
@@ -333,6 +428,12 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         self.converged_ = bool(best["converged"])
         self.n_features_in_ = int(d)
         self.n_passes_ = int(session.n_passes)
+        if algorithm == "hierarchical":
+            self.coarse_centers_ = np.asarray(best["coarse"]).astype(session.dtype)
+            self.coarse_cells_ = np.asarray(best["cells"], dtype=np.int64)
+        else:
+            self.__dict__.pop("coarse_centers_", None)
+            self.__dict__.pop("coarse_cells_", None)
         self._init_inertia = best["init_inertia"]
         self._fit_seed = seed
         self.labels_ = self._predict_array(session.X_source)
@@ -348,8 +449,12 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         return np.asarray(self.cluster_centers_, dtype=np.float64)
 
     def _predict_array(self, X):
+        if hasattr(self, "coarse_centers_"):
+            return map_rows(X, _probe_labels_block, self._centers64(),
+                            np.asarray(self.coarse_centers_, dtype=np.float64),
+                            self.coarse_cells_, int(self.n_probe))
         device = predict_device(getattr(self, "device", "auto"), X)
-        return map_rows(X, _labels_block, self._centers64(), device)
+        return map_rows(X, _labels_block, self._centers64(), device, self.metric)
 
     def predict(self, X):
         """Index of the nearest centre for each sample.
@@ -363,10 +468,13 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         return self.fit(X, y, sample_weight=sample_weight).labels_
 
     def transform(self, X):
-        """Euclidean distances to every centre, shape (n_samples, n_clusters)."""
+        """Distances to every centre, shape (n_samples, n_clusters).
+
+        Euclidean distances, or with ``metric="cosine"`` cosine distances ``1 - cos``.
+        """
         X = self._check_X(X)
         C = self._centers64()
-        out = map_rows(X, _distances_block, C, n_out=C.shape[0], dtype=X.dtype)
+        out = map_rows(X, _distances_block, C, self.metric, n_out=C.shape[0], dtype=X.dtype)
         return out.astype(X.dtype, copy=False) if isinstance(out, np.ndarray) else out
 
     def fit_transform(self, X, y=None, sample_weight=None):
@@ -374,8 +482,13 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         return self.fit(X, y, sample_weight=sample_weight).transform(X)
 
     def score(self, X, y=None, sample_weight=None):
-        """Opposite of the inertia of ``X`` under the fitted centres (one pass)."""
+        """Opposite of the inertia of ``X`` under the fitted centres (one pass); with
+        ``metric="cosine"``, of ``sum w (1 - cos)``."""
         session = self._scoring_session(X, sample_weight)
-        res = session.run_pass({"lloyd": lloyd_aggregation(self._centers64(), 0)},
-                               name="kmeans-score")
+        if hasattr(self, "coarse_centers_"):
+            agg = probe_aggregation(self.coarse_centers_, self._centers64(), self.coarse_cells_,
+                                    int(self.n_probe), 0)
+        else:
+            agg = lloyd_aggregation(self._centers64(), 0, self.metric)
+        res = session.run_pass({"lloyd": agg}, name="kmeans-score")
         return -float(res["lloyd"]["inertia"])
