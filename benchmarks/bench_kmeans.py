@@ -411,7 +411,7 @@ def main(argv=None):
     peak = machine.sgemm_peak()
     bw = machine.read_bandwidth()
     info.update(sgemm_peak_gflops=peak / 1e9, read_bandwidth_gbs=bw / 1e9)
-    log(f"machine: {info['cores']} cores, {info['cpu']}, sgemm peak {peak / 1e9:.0f} GFLOP/s, "
+    log(f"machine: {info['cores']} cores, {info['label']}, sgemm peak {peak / 1e9:.0f} GFLOP/s, "
         f"read bandwidth {bw / 1e9:.1f} GB/s")
     dclust.get_client()
     results = []
@@ -435,7 +435,7 @@ def main(argv=None):
         dclust.shutdown()
         results.append(out_of_core_workload(args.ooc_gb, workdir))
     print()
-    print(f"dclust benchmark, {dt.date.today()}, {info['cores']} cores ({info['cpu']}), "
+    print(f"dclust benchmark, {dt.date.today()}, {info['cores']} cores, {info['label']}, "
           f"sgemm peak {peak / 1e9:.0f} GFLOP/s, read bandwidth {bw / 1e9:.1f} GB/s")
     print(table(results, peak, bw))
     for r in results:

@@ -8,6 +8,12 @@ next call.
 ``DCLUST_IR_ASSIGN``
     ``0`` turns off the LLVM-IR nearest-centre kernel (:mod:`dclust.kernels._irassign`);
     the kernels then use BLAS GEMM and an argmin. Anything else, or unset, leaves it on.
+
+``DCLUST_GC_FREEZE``
+    ``0`` keeps the garbage-collector policy of :mod:`dclust.runtime.gcpolicy` (freeze
+    the long-lived objects of the client and the embedded cluster's workers) from being
+    installed; read when dclust starts its embedded cluster. Anything else, or unset,
+    installs it.
 """
 
 from __future__ import annotations
@@ -16,14 +22,20 @@ import os
 
 from ..kernels import _hooks
 
-__all__ = ["IR_ASSIGN_ENV", "ir_assign_enabled", "install"]
+__all__ = ["GC_FREEZE_ENV", "IR_ASSIGN_ENV", "gc_freeze_enabled", "ir_assign_enabled", "install"]
 
 IR_ASSIGN_ENV = "DCLUST_IR_ASSIGN"
+GC_FREEZE_ENV = "DCLUST_GC_FREEZE"
 
 
 def ir_assign_enabled() -> bool:
     """Whether the IR nearest-centre kernel may be used: ``DCLUST_IR_ASSIGN`` is not ``"0"``."""
     return os.environ.get(IR_ASSIGN_ENV, "1") != "0"
+
+
+def gc_freeze_enabled() -> bool:
+    """Whether the embedded cluster gets dclust's GC policy: ``DCLUST_GC_FREEZE`` is not ``"0"``."""
+    return os.environ.get(GC_FREEZE_ENV, "1") != "0"
 
 
 def install() -> None:
