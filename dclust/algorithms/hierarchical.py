@@ -19,7 +19,8 @@ indexes do, on the fit session:
    ``n_probe`` nearest coarse cells (:mod:`dclust.kernels.probe`): a pass costs
    ``kc + n_probe * k / kc`` distances a row instead of ``k``, and no task builds a
    ``rows x k`` tile. The update, empty-cluster relocation, tolerance and checkpoints
-   are exact Lloyd's (:class:`~dclust.algorithms.kmeans.Lloyd`).
+   are exact Lloyd's (:class:`~dclust.algorithms.kmeans.Lloyd`); after each update the
+   cells are regrouped around the moved centres (:func:`regroup`).
 
 The centres come grouped by coarse cell (``coarse_cells_``); prediction searches the
 same probes, so ``labels_``, ``predict`` and ``inertia_`` agree.
@@ -317,6 +318,28 @@ def probe_aggregation(coarse, fine, cells, n_probe, n_far=N_FAR):
 
 # ---- the algorithm --------------------------------------------------------------------
 
+def regroup(coarse, fine, cells):
+    """Cells again after an update: each coarse centre moves to the mean of its fine
+    centres, and each fine centre goes to the cell of its nearest coarse centre.
+
+    Centres move between passes (and empty clusters are relocated to far rows anywhere);
+    the probes find a centre only through its cell, so it must stay in the cell its
+    rows are near. Costs ``k x kc`` distances on the client.
+    """
+    kc = coarse.shape[0]
+    cell_of = np.repeat(np.arange(kc), np.diff(cells))
+    count = np.bincount(cell_of, minlength=kc)
+    sums = np.zeros_like(coarse)
+    np.add.at(sums, cell_of, fine)
+    coarse = coarse.copy()
+    live = count > 0
+    coarse[live] = sums[live] / count[live, None]
+    lab = nearest_center(fine, coarse)[0]
+    order = np.argsort(lab, kind="stable")
+    cells = np.searchsorted(lab[order], np.arange(kc + 1)).astype(np.int64)
+    return coarse, np.ascontiguousarray(fine[order]), cells
+
+
 def group_by_cell(centers, kc, seed):
     """Coarse centres for given fine centres (an init array), and the fine centres
     reordered by cell: in-memory k-means of the centres themselves."""
@@ -372,6 +395,11 @@ class HierarchicalLloyd(Lloyd):
                                     tol_abs=tol_abs,
                                     max_points_per_centroid=self.max_points_per_centroid)
         return {**super_state(fine), "coarse": coarse, "cells": cells}
+
+    def one_iteration(self, session, state):
+        state = super().one_iteration(session, state)
+        coarse, fine, cells = regroup(state["coarse"], state["centers"], state["cells"])
+        return {**state, "centers": fine, "coarse": coarse, "cells": cells}
 
     def aggregation(self, state, n_far=N_FAR):
         return probe_aggregation(state["coarse"], state["centers"], state["cells"],
