@@ -394,7 +394,7 @@ class HierarchicalLloyd(Lloyd):
                                     "random" if self.init == "random" else "k-means++", seed,
                                     tol_abs=tol_abs,
                                     max_points_per_centroid=self.max_points_per_centroid)
-        return {**super_state(fine), "coarse": coarse, "cells": cells}
+        return {**self.initial_state(fine), "coarse": coarse, "cells": cells}
 
     def one_iteration(self, session, state):
         state = super().one_iteration(session, state)
@@ -409,9 +409,3 @@ class HierarchicalLloyd(Lloyd):
         out = super().finalize(session, state)
         return {**out, "coarse": state["coarse"], "cells": state["cells"]}
 
-
-def super_state(centers):
-    """:class:`Lloyd`'s initial state for the given centres."""
-    return {"centers": np.ascontiguousarray(centers, dtype=np.float64), "n_iter": 0,
-            "init_inertia": math.nan, "n_empty_total": 0, "converged": False,
-            "shift": math.inf, "inertia": math.nan, "n_nonempty": 0}

@@ -320,8 +320,14 @@ class Lloyd(Algorithm):
                                init_size=self.init_size,
                                oversampling_factor=self.oversampling_factor,
                                n_rounds=self.n_init_rounds, metric=self.metric)
-        return {"centers": centers, "n_iter": 0, "init_inertia": math.nan, "n_empty_total": 0,
-                "converged": False, "shift": math.inf, "inertia": math.nan, "n_nonempty": 0}
+        return self.initial_state(centers)
+
+    @staticmethod
+    def initial_state(centers):
+        """The state of a run that starts from ``centers``."""
+        return {"centers": np.ascontiguousarray(centers, dtype=np.float64), "n_iter": 0,
+                "init_inertia": math.nan, "n_empty_total": 0, "converged": False,
+                "shift": math.inf, "inertia": math.nan, "n_nonempty": 0}
 
     def aggregation(self, state, n_far=N_FAR):
         """The Lloyd statistics of one pass, for ``state``'s centres (a variant, seeded

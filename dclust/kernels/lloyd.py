@@ -23,7 +23,7 @@ from .._xp import array_namespace, is_numpy_namespace, numpy_like
 from . import _numba, _irassign
 from ._blas import DGEMM, SGEMM
 
-__all__ = ["lloyd_partial", "nearest_center", "tile_rows"]
+__all__ = ["lloyd_partial", "lloyd_stats", "nearest_center", "tile_rows"]
 
 
 _NO_F64 = np.empty(0, dtype=np.float64)
@@ -93,22 +93,25 @@ def _lloyd_numpy(X, centers, w, n_far, row_offset):
     GT, *ir_args = _assign_args(X, Cm, cnorm, tile)
     inertia = _numba.lloyd_chunk(_gemm(X), X, Cm, cnorm, C64, w64, tile, GT, _NO_I64, sums,
                                  wsum, _NO_F64, far_d, far_i, far_l, True, *ir_args)
+    return lloyd_stats(X, None if w is None else w64, sums, wsum, inertia, far_d, far_i, far_l,
+                       row_offset)
+
+
+def lloyd_stats(X, w64, sums, wsum, inertia, far_d, far_i, far_l, row_offset):
+    """The statistics dict of :func:`lloyd_partial` from the compiled loops' outputs: the
+    kept far rows (``far_i >= 0``) ordered by distance descending, then row."""
     keep = far_i >= 0
     order = np.lexsort((far_i[keep], -far_d[keep]))
     far_i = far_i[keep][order]
-    far_d = far_d[keep][order]
-    far_label = far_l[keep][order]
-    far_x = np.ascontiguousarray(X[far_i])
-    far_w = np.ones(far_i.shape[0]) if w is None else w64[far_i]
     return {
         "sums": sums,
         "weights": wsum,
         "inertia": np.asarray(inertia),
-        "far_dist": far_d,
+        "far_dist": far_d[keep][order],
         "far_row": far_i + row_offset,
-        "far_x": far_x.astype(np.float64),
-        "far_label": far_label,
-        "far_weight": far_w,
+        "far_x": np.ascontiguousarray(X[far_i], dtype=np.float64),
+        "far_label": far_l[keep][order],
+        "far_weight": np.ones(far_i.shape[0]) if w64 is None else w64[far_i],
     }
 
 

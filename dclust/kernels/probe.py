@@ -25,7 +25,7 @@ import numpy as np
 
 from .._xp import array_namespace, is_numpy_namespace, to_numpy
 from . import _numba
-from .lloyd import nearest_center
+from .lloyd import lloyd_stats, nearest_center
 
 __all__ = ["coarse_probes", "probe_nearest", "probe_lloyd_partial"]
 
@@ -175,16 +175,5 @@ def probe_lloyd_partial(X, coarse, fine, cells, n_probe, sample_weight=None, *, 
         to_numpy(sample_weight), dtype=np.float64)
     inertia = _numba.accumulate(X, labels, fine, w64, sums, wsum, np.empty(0), far_d, far_i,
                                 far_l, 0) if n else 0.0
-    keep = far_i >= 0
-    order = np.lexsort((far_i[keep], -far_d[keep]))
-    far_i, far_d, far_l = far_i[keep][order], far_d[keep][order], far_l[keep][order]
-    return {
-        "sums": sums,
-        "weights": wsum,
-        "inertia": np.asarray(inertia),
-        "far_dist": far_d,
-        "far_row": far_i + row_offset,
-        "far_x": np.ascontiguousarray(X[far_i], dtype=np.float64),
-        "far_label": far_l,
-        "far_weight": np.ones(far_i.shape[0]) if sample_weight is None else w64[far_i],
-    }
+    return lloyd_stats(X, None if sample_weight is None else w64, sums, wsum, inertia, far_d,
+                       far_i, far_l, row_offset)
