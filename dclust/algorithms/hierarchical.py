@@ -29,21 +29,17 @@ same probes, so ``labels_``, ``predict`` and ``inertia_`` agree.
 from __future__ import annotations
 
 import math
-import operator
-import uuid
 from functools import partial
 
 import numpy as np
-from dask.highlevelgraph import HighLevelGraph
-
 from .._xp import to_numpy
 from ..exceptions import DclustValueError
 from ..kernels.lloyd import lloyd_partial, nearest_center
 from ..kernels.probe import probe_lloyd_partial
 from ..kernels.seeding import kmeans_plusplus
-from ..reductions.engine import Aggregation, row_offsets
+from ..reductions.engine import Aggregation
 from ..reductions.monoids import sum_combine
-from ..runtime.compute import compute_graph
+from ..reductions.shuffle import run_groupby
 from .kmeans import (N_FAR, Lloyd, _lloyd_combine, _tolerance, _update_centers, seed_centers)
 from .sampling import sample_rows
 
@@ -227,7 +223,6 @@ def fit_cells(session, coarse, alloc, count, init, seed, *, max_iter=FINE_ITER, 
     """
     from ..runtime.client import get_client
 
-    X, w = session.X, session.w
     kc = coarse.shape[0]
     live = np.flatnonzero(alloc > 0)
     keep = np.ones(kc)
@@ -241,44 +236,22 @@ def fit_cells(session, coarse, alloc, count, init, seed, *, max_iter=FINE_ITER, 
     n_groups = int(max(1, min(live.size, 4 * threads)))
     group_of = np.zeros(kc, dtype=np.int64)
     group_of[live] = _group_cells((np.minimum(count, cap) * alloc)[live].astype(float), n_groups)
-    token = uuid.uuid4().hex[:12]
-    name = f"kmeans-cells-{token}"
-    offsets = row_offsets(X.chunks[0])
-    x_keys = [k for k in _flatten(X.__dask_keys__())]
-    w_keys = None if w is None else list(_flatten(w.__dask_keys__()))
-    layer = {}
-    coarse = np.ascontiguousarray(coarse, dtype=np.float64)
-    for i, xk in enumerate(x_keys):
-        layer[(name + "-split", i)] = (_split_chunk, xk, None if w_keys is None else w_keys[i],
-                                       int(offsets[i]), coarse, group_of, keep, n_groups,
-                                       int(seed) % 2**63)
-        for j in range(n_groups):
-            layer[(name + "-piece", i, j)] = (operator.getitem, (name + "-split", i), j)
-    fits = []
-    for j in range(n_groups):
-        cells_j = live[group_of[live] == j]
-        key = (name + "-fit", j)
-        layer[key] = (_fit_group, cells_j, alloc[cells_j], init, int(seed), int(max_iter),
-                      float(tol_abs), *[(name + "-piece", i, j) for i in range(len(x_keys))])
-        fits.append(key)
-    layer[name] = (_collect, *fits)
-    deps = [X] if w is None else [X, w]
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)
-    by_cell = compute_graph(graph, name)
+    cells_of = [live[group_of[live] == j] for j in range(n_groups)]
+
+    def apply(j, *pieces):
+        return _fit_group(cells_of[j], alloc[cells_of[j]], init, int(seed), int(max_iter),
+                          float(tol_abs), *pieces)
+
+    split = partial(_split_chunk, coarse=np.ascontiguousarray(coarse, dtype=np.float64),
+                    group_of=group_of, keep=keep, n_groups=n_groups, seed=int(seed) % 2**63)
+    by_cell = _collect(*run_groupby(session.X, split, apply, n_groups,
+                                    sample_weight=session.w, name="kmeans-cells"))
     session.n_passes += 1
     cells = np.concatenate([[0], np.cumsum(alloc)]).astype(np.int64)
-    fine = np.zeros((int(cells[-1]), X.shape[1]))
+    fine = np.zeros((int(cells[-1]), session.n_features))
     for c in live:
         fine[cells[c] : cells[c + 1]] = by_cell[int(c)]
     return fine, cells
-
-
-def _flatten(keys):
-    for k in keys:
-        if isinstance(k, list):
-            yield from _flatten(k)
-        else:
-            yield k
 
 
 # ---- aggregations ---------------------------------------------------------------------

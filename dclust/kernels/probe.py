@@ -72,6 +72,27 @@ def _smallest(G, out):
             out[i, q] = j
 
 
+@numba.njit(nogil=True, cache=True)
+def _rows_by_cell(probes, kc):
+    """Rows grouped by probed cell (a counting sort; rows ascending within a cell):
+    ``rows[bounds[c]:bounds[c + 1]]`` are the rows that probe cell ``c``."""
+    n, p = probes.shape
+    bounds = np.zeros(kc + 1, dtype=np.int64)
+    for i in range(n):
+        for j in range(p):
+            bounds[probes[i, j] + 1] += 1
+    for c in range(kc):
+        bounds[c + 1] += bounds[c]
+    fill = bounds[:-1].copy()
+    rows = np.empty(n * p, dtype=np.int64)
+    for i in range(n):
+        for j in range(p):
+            c = probes[i, j]
+            rows[fill[c]] = i
+            fill[c] += 1
+    return rows, bounds
+
+
 def coarse_probes(X, coarse, n_probe):
     """The ``n_probe`` nearest coarse centres of each row (unordered), shape (n, p).
 
@@ -126,13 +147,8 @@ def probe_nearest(X, coarse, fine, cells, n_probe):
     if n == 0:
         return labels, best
     probes = coarse_probes(X, coarse, n_probe)
-    p = probes.shape[1]
-    flat = probes.ravel()
-    order = np.argsort(flat, kind="stable")
-    rows_sorted = order // p
-    cell_sorted = flat[order]
-    bounds = np.searchsorted(cell_sorted, np.arange(cells.shape[0]))
-    for c in np.unique(cell_sorted):
+    rows_sorted, bounds = _rows_by_cell(np.ascontiguousarray(probes), cells.shape[0] - 1)
+    for c in np.flatnonzero(np.diff(bounds)):
         lo, hi = int(cells[c]), int(cells[c + 1])
         if hi <= lo:
             continue
