@@ -303,9 +303,10 @@ class FitSession:
         from ..reductions.engine import align_rows
 
         if isinstance(a, np.ndarray):
-            from ..runtime.client import get_client
+            from ..runtime.compute import persist_like
 
-            return get_client().persist(align_rows(a, self.X.chunks[0]))
+            # On the workers that hold X's rows: a pass reads both without moving either.
+            return persist_like(align_rows(a, self.X.chunks[0]), self.X)
         return align_rows(a, self.X.chunks[0])
 
     def ensure_data_stats(self, name="data-stats") -> dict:

@@ -9,6 +9,12 @@ classes, responsibilities...); each chunk function finds their blocks for its ro
 The tree's order is fixed by chunk index, so for a given chunking the result does not
 depend on the number of workers or on which finished first.
 
+When the data is persisted on the workers the pass is *fused*: one task per worker
+thread reads all of that thread's chunks and returns the partial results of the
+largest subtrees of that same fixed tree it holds whole; a few tasks complete the tree.
+The arithmetic, and so every bit of the result, is the per-chunk graph's; only the
+number of tasks changes (see :func:`build_pass`).
+
 Building a pass computes nothing; :func:`run_pass` submits it as exactly one computation.
 """
 
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import types
 import uuid
 from dataclasses import dataclass, field
@@ -26,17 +33,16 @@ import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
 from .._xp import to_host
-from ..runtime.compute import compute_graph
+from ..runtime.compute import (MIN_TASK_BYTES, MIN_TASKS,  # noqa: F401 (re-exported)
+                               chunk_placement, compute_graph, flatten_keys, group_size,
+                               persisted_base)
 
 __all__ = ["Aggregation", "ChunkContext", "align_rows", "build_pass", "run_pass", "row_offsets",
-           "state_bytes"]
+           "state_bytes", "fusion_enabled", "FUSE_ENV"]
 
 DEFAULT_SPLIT_EVERY = 8
-# Chunks smaller than this are processed several to a task: a task costs the scheduler
-# about a millisecond, so thousands of tiny chunks would otherwise cost more than the work.
-MIN_TASK_BYTES = 16 * 2**20
-# ... but never fewer tasks than this (when there are that many chunks), to keep workers busy.
-MIN_TASKS = 16
+# ``DCLUST_FUSE=0`` builds the per-chunk graph even for persisted data (to compare them).
+FUSE_ENV = "DCLUST_FUSE"
 # Aggregation state is written into each chunk task rather than held by a task of its own
 # (see build_pass) while all those copies together stay under this many bytes.
 INLINE_STATE_BYTES = 8 * 2**20
@@ -136,21 +142,6 @@ def _group_task(aggs, block_ids, offsets, has_weights, aligned_names, *blocks):
     return parts[0] if n == 1 else _combine_task(aggs, *parts)
 
 
-def group_size(chunks_rows, row_bytes) -> int:
-    """Chunks per task: 1 for ordinary chunks, more for tiny ones (data-dependent only).
-
-    The grouping depends on the chunking alone, never on the cluster, so results stay
-    bit-identical whatever the number of workers.
-    """
-    n_chunks = len(chunks_rows)
-    if n_chunks <= MIN_TASKS:
-        return 1
-    typical = float(np.median(chunks_rows)) * row_bytes
-    by_bytes = int(np.ceil(MIN_TASK_BYTES / max(typical, 1.0)))
-    by_tasks = int(np.ceil(n_chunks / MIN_TASKS))
-    return max(1, min(by_bytes, by_tasks))
-
-
 def align_rows(a, chunks_rows):
     """``a`` (NumPy or dask, 1-D or more) as a dask array with the row chunks
     ``chunks_rows`` and one chunk along every other axis."""
@@ -162,8 +153,16 @@ def align_rows(a, chunks_rows):
     return da.from_array(np.asarray(a), chunks=chunks)
 
 
+def fusion_enabled(fuse=None) -> bool:
+    """Whether passes over persisted data are fused: ``fuse`` when given, else the
+    environment switch ``DCLUST_FUSE`` (anything but ``"0"``, or unset, means yes)."""
+    if fuse is not None:
+        return bool(fuse)
+    return os.environ.get(FUSE_ENV, "1") != "0"
+
+
 def build_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every=None,
-               name="dclust-pass"):
+               name="dclust-pass", fuse=None):
     """Build (and do not compute) the graph of one pass.
 
     Parameters
@@ -181,11 +180,26 @@ def build_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every
         Fan-in of the combine tree (default 8).
     name : str
         Prefix of the graph's layer names.
+    fuse : bool, optional
+        Fuse the pass when the data is persisted (default: :func:`fusion_enabled`).
 
     Returns
     -------
     graph : HighLevelGraph
     key : the key of the merged statistics (a dict keyed like ``aggregations``).
+
+    Notes
+    -----
+    The per-chunk graph has one task per *leaf* (``group_size`` consecutive chunks,
+    merged in chunk order), then levels of ``combine`` tasks of fan-in ``split_every``
+    over consecutive nodes. When ``X``, the weights and the aligned arrays are all
+    persisted, the fused graph computes that same tree with fewer tasks: each worker
+    thread gets one task, pinned to the worker holding its chunks, that computes its
+    leaves and, inside the task, every node of the tree all of whose leaves it holds;
+    it returns the maximal such nodes. One task per remaining node (a node whose
+    leaves sit with several threads) combines its children, in the same order. Every
+    node is the same function of the same inputs in the same order as in the per-chunk
+    graph, so the result is bit-identical to it, whatever the placement.
     """
     split_every = int(split_every or DEFAULT_SPLIT_EVERY)
     if split_every < 2:
@@ -193,26 +207,20 @@ def build_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every
     token = uuid.uuid4().hex[:12]
     layer_name = f"{name}-{token}"
     aggregations = dict(aggregations)
-    offsets = row_offsets(X.chunks[0])
-    x_keys = [k for k in _flatten(X.__dask_keys__())]
-    w_keys = None if sample_weight is None else list(_flatten(sample_weight.__dask_keys__()))
     aligned = {k: align_rows(a, X.chunks[0]) for k, a in (aligned or {}).items()}
-    aligned_names = tuple(aligned)
-    a_keys = [list(_flatten(a.__dask_keys__())) for a in aligned.values()]
     row_bytes = X.shape[1] * X.dtype.itemsize
     g = group_size(X.chunks[0], row_bytes)
+    if fusion_enabled(fuse):
+        plan = _fused_plan(X, sample_weight, aligned, g, split_every)
+        if plan is not None:
+            return _build_fused(plan, X, sample_weight, aligned, aggregations, layer_name)
+    offsets = row_offsets(X.chunks[0])
+    x_keys = [k for k in flatten_keys(X.__dask_keys__())]
+    w_keys = None if sample_weight is None else list(flatten_keys(sample_weight.__dask_keys__()))
+    aligned_names = tuple(aligned)
+    a_keys = [list(flatten_keys(a.__dask_keys__())) for a in aligned.values()]
     n_tasks = -(-len(x_keys) // g)
-    if n_tasks * sum(state_bytes(a) for a in aggregations.values()) <= INLINE_STATE_BYTES:
-        # Small state (the centres of a few hundred clusters) goes into every task: a
-        # separate state task would cost each pass one more worker-scheduler round trip
-        # before any chunk can start (~5-10 ms here).
-        state = _Inline(aggregations)
-        combine_state = _Inline({n: Aggregation(a.name, a.chunk, a.combine, a.finalize)
-                                 for n, a in aggregations.items()})
-        layer = {}
-    else:
-        state = combine_state = f"{layer_name}-state"
-        layer = {state: aggregations}
+    state, combine_state, layer = _state(aggregations, n_tasks, layer_name)
     level = []
     for j, s in enumerate(range(0, len(x_keys), g)):
         ids = tuple(range(s, min(s + g, len(x_keys))))
@@ -238,6 +246,286 @@ def build_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every
     deps += list(aligned.values())
     graph = HighLevelGraph.from_collections(layer_name, layer, dependencies=deps)
     return graph, level[0]
+
+
+def _state(aggregations, n_tasks, layer_name):
+    """How the tasks get the aggregations: written into each (small state) or as the
+    key of one state task; and the state-free copy the combine tasks get."""
+    if n_tasks * sum(state_bytes(a) for a in aggregations.values()) <= INLINE_STATE_BYTES:
+        # Small state (the centres of a few hundred clusters) goes into every task: a
+        # separate state task would cost each pass one more worker-scheduler round trip
+        # before any chunk can start (~5-10 ms here).
+        state = _Inline(aggregations)
+        combine_state = _Inline({n: Aggregation(a.name, a.chunk, a.combine, a.finalize)
+                                 for n, a in aggregations.items()})
+        return state, combine_state, {}
+    state = f"{layer_name}-state"
+    return state, state, {state: aggregations}
+
+
+# ---- fused passes over persisted data -----------------------------------------------
+class _Tree:
+    """The fixed combine tree over ``m`` leaves: level 0 holds the leaves, level ``i``
+    node ``j`` combines level ``i - 1`` nodes ``j * s`` ... ``(j + 1) * s - 1``; the
+    top level has one node (the root; a lone leaf is its own root)."""
+
+    def __init__(self, m, s):
+        sizes = [m]
+        while sizes[-1] > 1:
+            sizes.append(-(-sizes[-1] // s))
+        self.sizes, self.s = tuple(sizes), s
+        self.root = (len(sizes) - 1, 0)
+
+    def children(self, i, j):
+        return range(j * self.s, min((j + 1) * self.s, self.sizes[i - 1]))
+
+
+class _Spec:
+    """What one fused task computes (an object Dask does not look inside for keys).
+
+    ``ranges``: ``(first_leaf, end_leaf, first_row)`` runs of consecutive leaves whose
+    chunks the task's blocks hold in order; ``nodes``: the tree nodes it returns.
+    """
+
+    __slots__ = ("tree", "g", "n_chunks", "ranges", "nodes", "direct", "has_weights",
+                 "aligned_names", "dtype")
+
+    def __init__(self, **kw):
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+
+class _Plan:
+    """A fused pass's shape, the same for every pass over the same persisted arrays."""
+
+    __slots__ = ("tree", "g", "threads", "upper", "root_thread", "base", "dtype", "args")
+
+
+_PLANS: dict = {}
+_PLANS_MAX = 32
+
+
+def _fused_plan(X, w, aligned, g, s):
+    """The fused pass's plan when every array the pass reads is persisted, else ``None``.
+
+    Cached per persisted arrays, grouping and fan-in: the placement it follows is fixed
+    once the arrays are placed, so each pass pins its tasks to the same workers.
+    """
+    base = persisted_base(X)
+    if base is None or X.ndim != 2 or X.numblocks[1] != 1:
+        return None
+    others = ([] if w is None else [w]) + list(aligned.values())
+    if any(persisted_base(a) is None or persisted_base(a)[1] is not None for a in others):
+        return None
+    placement = chunk_placement(X)
+    if placement is None or len(placement.owner) != len(X.chunks[0]):
+        return None
+    key = (base[0], base[1], tuple(a.name for a in others), g, s, id(placement))
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _make_plan(placement, X.chunks[0], g, s)
+        plan.base, plan.dtype = base
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.pop(next(iter(_PLANS)))
+        _PLANS[key] = plan
+    return plan
+
+
+def _make_plan(placement, chunks_rows, g, s):
+    n = len(chunks_rows)
+    m = -(-n // g)
+    tree = _Tree(m, s)
+    owner = placement.owner
+    if g == 1:
+        leaf_owner = owner.copy()
+    else:  # a leaf goes to the worker holding most of its chunks
+        leaf_owner = np.array([np.bincount(owner[j * g:(j + 1) * g]).argmax() for j in range(m)])
+    # Each worker's leaves, cut into one run per thread at subtree boundaries.
+    units = [s**k for k in range(len(tree.sizes) - 1, 0, -1)]
+    threads = []  # (worker index, sorted leaf ids)
+    for wi, nt in enumerate(placement.nthreads):
+        leaves = np.flatnonzero(leaf_owner == wi)
+        if not len(leaves):
+            continue
+        nt = max(1, min(int(nt), len(leaves)))
+        cuts = [0]
+        for q in range(1, nt):
+            pos = q * len(leaves) // nt
+            cut = pos
+            for u in units:
+                a = int(np.searchsorted(leaves, int(round(leaves[pos] / u)) * u))
+                if abs(a - pos) <= len(leaves) / (4 * nt) and cuts[-1] < a < len(leaves):
+                    cut = a
+                    break
+            cuts.append(max(cut, cuts[-1]))
+        cuts.append(len(leaves))
+        for q in range(nt):
+            if cuts[q + 1] > cuts[q]:
+                threads.append((wi, leaves[cuts[q]:cuts[q + 1]]))
+    # owner thread of every node, -1 where its leaves sit with several threads.
+    tid = np.full(m, -1, dtype=np.int64)
+    for t, (_, leaves) in enumerate(threads):
+        tid[leaves] = t
+    levels = [tid]
+    for i in range(1, len(tree.sizes)):
+        prev = levels[-1]
+        pad = (-len(prev)) % s
+        block = np.concatenate([prev, np.full(pad, prev[-1])]).reshape(-1, s) if pad else \
+            prev.reshape(-1, s)
+        # A short last node only has real children; padding with its last child keeps it.
+        same = (block == block[:, :1]).all(axis=1)
+        levels.append(np.where(same, block[:, 0], -1))
+    plan = _Plan()
+    plan.tree, plan.g, plan.args = tree, g, {}
+    top = len(tree.sizes) - 1
+    maximal = [[] for _ in threads]
+    for i in range(top + 1):
+        cur = levels[i]
+        parent = levels[i + 1] if i < top else None
+        for j in np.flatnonzero(cur >= 0):
+            if parent is None or parent[j // s] < 0:
+                maximal[cur[j]].append((i, int(j)))
+    plan.root_thread = int(levels[top][0]) if levels[top][0] >= 0 else None
+    offsets = row_offsets(chunks_rows)
+    plan.threads = []
+    for t, (wi, leaves) in enumerate(threads):
+        breaks = np.flatnonzero(np.diff(leaves) != 1) + 1
+        ranges = []
+        for run in np.split(leaves, breaks):
+            first, end = int(run[0]), int(run[-1]) + 1
+            ranges.append((first, end, int(offsets[first * g])))
+        chunk_ids = [c for a, b, _ in ranges for c in range(a * g, min(b * g, n))]
+        nodes = tuple(sorted(maximal[t], key=lambda nd: nd[1] * s ** nd[0]))
+        plan.threads.append((placement.workers[wi], tuple(ranges), chunk_ids, nodes))
+    # The nodes no thread holds whole, bottom-up: (node, children as (thread, node) or
+    # (None, node) for another such node).
+    plan.upper = []
+    for i in range(1, top + 1):
+        for j in np.flatnonzero(levels[i] < 0):
+            kids = []
+            for c in tree.children(i, int(j)):
+                t = levels[i - 1][c]
+                kids.append((int(t), (i - 1, c)) if t >= 0 else (None, (i - 1, c)))
+            plan.upper.append(((i, int(j)), tuple(kids)))
+    return plan
+
+
+def _build_fused(plan, X, w, aligned, aggregations, layer_name):
+    from dask.highlevelgraph import MaterializedLayer
+
+    base, dtype = plan.base, plan.dtype
+    state, combine_state, state_layer = _state(aggregations, len(plan.threads), layer_name)
+    x_name = base
+    others = ([] if w is None else [w.name]) + [a.name for a in aligned.values()]
+    layers, deps = {}, {}
+    for coll in ([] if w is None else [w]) + list(aligned.values()):
+        g_ = coll.__dask_graph__()
+        layers.update(g_.layers)
+        deps.update(g_.dependencies)
+    layers[x_name] = X.__dask_graph__().layers[x_name]
+    deps[x_name] = set()
+    reads = {x_name, *others}
+    if state_layer:
+        layers[state] = MaterializedLayer(state_layer)
+        deps[state] = set()
+        reads.add(state)
+    # Keys of the other arrays' chunks: (name, chunk, 0, ...) as many zeros as axes past rows.
+    tails = [(0,) * (coll.ndim - 1) for coll in ([] if w is None else [w]) + list(aligned.values())]
+    by_worker = {}
+    thread_keys = []
+    n_chunks = len(X.chunks[0])
+    for t, (worker, ranges, chunk_ids, nodes) in enumerate(plan.threads):
+        key = (f"{layer_name}-fused", t)
+        spec = _Spec(tree=plan.tree, g=plan.g, n_chunks=n_chunks, ranges=ranges, nodes=nodes,
+                     direct=plan.root_thread == t, has_weights=w is not None,
+                     aligned_names=tuple(aligned), dtype=dtype)
+        args = plan.args.get((t, tuple(others)))
+        if args is None:  # the same keys every pass: made once (50,000 keys cost ~10 ms)
+            args = [(x_name, c, 0) for c in chunk_ids]
+            for nm, tail in zip(others, tails):
+                args += [(nm, c, *tail) for c in chunk_ids]
+            plan.args[(t, tuple(others))] = args = tuple(args)
+        by_worker.setdefault(worker, {})[key] = (_fused_task, state, spec, *args)
+        thread_keys.append(key)
+    for i, (worker, tasks) in enumerate(by_worker.items()):
+        lname = f"{layer_name}-w{i}"
+        # Pinned to the worker holding the chunks; another may take over if it is lost.
+        layers[lname] = MaterializedLayer(
+            tasks, annotations={"workers": [worker], "allow_other_workers": True})
+        deps[lname] = set(reads)
+    upper = {}
+    for (i, j), kids in plan.upper:
+        picks, args = [], []
+        for t, node in kids:
+            if t is None:
+                args.append((layer_name, node[0], node[1]))
+                picks.append(None)
+            else:
+                args.append(thread_keys[t])
+                picks.append(node)
+        upper[(layer_name, i, j)] = (_upper_task, combine_state, _Picks(tuple(picks)), *args)
+    if plan.root_thread is not None:
+        root = thread_keys[plan.root_thread]
+    else:
+        root = (layer_name, *plan.tree.root)
+    layers[layer_name] = MaterializedLayer(upper)
+    deps[layer_name] = {f"{layer_name}-w{i}" for i in range(len(by_worker))} | \
+        ({state} if state_layer else set())
+    return HighLevelGraph(layers, deps), root
+
+
+def _fused_task(aggs, spec, *blocks):
+    """One worker thread's share of a pass: its leaves, and the tree nodes it holds
+    whole, each computed exactly as the per-chunk graph computes it."""
+    aggs = _aggs(aggs)
+    tree, n_chunks, g = spec.tree, spec.n_chunks, spec.g
+    n = len(blocks) // (1 + spec.has_weights + len(spec.aligned_names))
+    xs = blocks[:n]
+    ws = blocks[n:2 * n] if spec.has_weights else None
+    start = 2 * n if spec.has_weights else n
+    side = {nm: blocks[start + i * n:start + (i + 1) * n]
+            for i, nm in enumerate(spec.aligned_names)}
+    # Local position and first row of every chunk of this task.
+    where = {}
+    pos = 0
+    for first, end, row in spec.ranges:
+        for c in range(first * g, min(end * g, n_chunks)):
+            where[c] = (pos, row)
+            row += xs[pos].shape[0]
+            pos += 1
+
+    def leaf(j):
+        parts = []
+        for c in range(j * g, min((j + 1) * g, n_chunks)):
+            p, row = where[c]
+            block = xs[p] if spec.dtype is None else xs[p].astype(spec.dtype)
+            parts.append(_run_chunk(block, None if ws is None else ws[p], c, row, aggs,
+                                    {nm: side[nm][p] for nm in spec.aligned_names}))
+        return parts[0] if len(parts) == 1 else _combine_task(aggs, *parts)
+
+    def node(i, j):
+        if i == 0:
+            return leaf(j)
+        return _combine_task(aggs, *[node(i - 1, c) for c in tree.children(i, j)])
+
+    if spec.direct:
+        return node(*tree.root)
+    return {nd: node(*nd) for nd in spec.nodes}
+
+
+class _Picks:
+    """Which node each argument of an upper task is (``None``: the argument itself)."""
+
+    __slots__ = ("picks",)
+
+    def __init__(self, picks):
+        self.picks = picks
+
+
+def _upper_task(aggs, picks, *parts):
+    """A tree node whose leaves sit with several threads: its children, picked from the
+    fused tasks' results, combined in order."""
+    return _combine_task(aggs, *[p if k is None else p[k] for p, k in zip(parts, picks.picks)])
 
 
 def state_bytes(agg: Aggregation) -> int:
@@ -270,26 +558,20 @@ def _state_bytes(obj, depth=0) -> int:
     return INLINE_STATE_BYTES + 1
 
 
-def _flatten(keys):
-    for k in keys:
-        if isinstance(k, list):
-            yield from _flatten(k)
-        else:
-            yield k
-
 
 def run_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every=None,
-             name="dclust-pass"):
+             name="dclust-pass", fuse=None):
     """Run one pass and return each aggregation's finalized result.
 
     Exactly one computation is submitted. Returns a dict keyed like ``aggregations``.
-    ``aligned``: row-aligned arrays the chunk functions read, as in :func:`build_pass`.
+    ``aligned``: row-aligned arrays the chunk functions read, and ``fuse``, as in
+    :func:`build_pass`.
     """
     if X.shape[0] == 0:
         raise ValueError("run_pass needs at least one row")
     graph, key = build_pass(
         X, aggregations, sample_weight=sample_weight, aligned=aligned, split_every=split_every,
-        name=name
+        name=name, fuse=fuse
     )
     stats = compute_graph(graph, key)
     out = {}

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from dask.highlevelgraph import HighLevelGraph
 
-from ..runtime.compute import compute_graph
+from ..runtime.compute import compute_graph, flatten_keys
 from .engine import DEFAULT_SPLIT_EVERY
 
 __all__ = ["PairwiseAggregation", "build_pairwise_pass", "run_pairwise_pass"]
@@ -100,13 +100,6 @@ def _reduce_task(state, *stats):
     return state.agg.reduce(list(stats))
 
 
-def _flatten(keys):
-    for k in keys:
-        if isinstance(k, list):
-            yield from _flatten(k)
-        else:
-            yield k
-
 
 def _tree(layer, name, leaves, split_every, func, state):
     depth = 0
@@ -151,8 +144,8 @@ def build_pairwise_pass(X, side, agg, *, split_every=None, name="dclust-pairwise
     layer_name = f"{name}-{token}"
     tile_name, pick_name = f"{name}-tile-{token}", f"{name}-combine-{token}"
     rows_name, reduce_name = f"{name}-rows-{token}", f"{name}-reduce-{token}"
-    x_keys = list(_flatten(X.__dask_keys__()))
-    s_keys = list(_flatten(side.__dask_keys__()))
+    x_keys = list(flatten_keys(X.__dask_keys__()))
+    s_keys = list(flatten_keys(side.__dask_keys__()))
     B = len(x_keys)
     state = _State(agg)
     layer = {}

@@ -17,8 +17,8 @@ import uuid
 
 from dask.highlevelgraph import HighLevelGraph
 
-from ..runtime.compute import compute_graph
-from .engine import _flatten as flatten_keys, row_offsets  # noqa: PLC2701 (made public below)
+from ..runtime.compute import compute_graph, flatten_keys
+from .engine import row_offsets
 
 __all__ = ["run_groupby"]
 

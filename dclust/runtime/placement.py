@@ -49,7 +49,7 @@ def prepare_fit_data(X, sample_weight, cache, device="cpu"):
         rows = _numpy_row_chunk(X)
         X_work = scatter_array(X, rows)
         w_work = None if w is None else (
-            scatter_array(w, rows) if isinstance(w, np.ndarray) else w.rechunk((X_work.chunks[0],))
+            scatter_array(w, rows, like=X_work) if isinstance(w, np.ndarray) else w.rechunk((X_work.chunks[0],))
         )
         return _on_device(X_work, w_work, cache, device) + (X,)
     if w is not None:

@@ -1,0 +1,165 @@
+"""Fused passes over persisted data: one task per worker thread, the same bits as the
+per-chunk graph whatever the number of workers, the chunking or the placement, and no
+chunk moves between workers once placed."""
+
+from __future__ import annotations
+
+import logging
+
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+import dclust
+from dclust.reductions.engine import Aggregation, build_pass, run_pass
+from dclust.reductions.monoids import fields_combine
+from dclust.runtime.compute import cache_array, chunk_placement, compute_count, scatter_array
+
+
+def _sum_chunk(X, w, ctx):
+    X = np.asarray(X, dtype=np.float64)
+    ww = np.ones(X.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
+    y = ctx.aligned.get("y")
+    return {"s": (X * ww[:, None]).sum(0), "n": np.asarray(X.shape[0]),
+            "y": np.asarray(0.0 if y is None else float(np.asarray(y, dtype=np.float64).sum())),
+            "first": np.asarray([ctx.row_offset]), "bid": np.asarray([ctx.block_id])}
+
+
+def _sum_combine(parts):
+    out = fields_combine(parts, sums=("s", "n", "y"))
+    out["first"] = np.concatenate([p["first"] for p in parts])
+    out["bid"] = np.concatenate([p["bid"] for p in parts])
+    return out
+
+
+SUM = Aggregation("test-fused-sum", _sum_chunk, _sum_combine)
+
+
+def _same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+
+
+def _n_tasks(graph, prefix="dclust-pass"):
+    return sum(len(layer) for name, layer in graph.layers.items() if name.startswith(prefix))
+
+
+@pytest.mark.parametrize("rows", [7, 130, 1500])
+@pytest.mark.parametrize("split_every", [2, 3, 8])
+def test_fused_pass_is_bit_identical_to_per_chunk_graph(rows, split_every):
+    rng = np.random.default_rng(rows)
+    Xn = (rng.normal(size=(4000, 5)) * 1e3).astype(np.float32)
+    wn = rng.random(4000)
+    yn = rng.normal(size=4000)
+    X = scatter_array(Xn, rows)
+    w = scatter_array(wn, rows, like=X)
+    y = scatter_array(yn, rows, like=X)
+    kw = dict(sample_weight=w, aligned={"y": y}, split_every=split_every)
+    per_chunk = run_pass(X, {"a": SUM}, fuse=False, **kw)["a"]
+    fused = run_pass(X, {"a": SUM}, fuse=True, **kw)["a"]
+    _same(per_chunk, fused)
+    np.testing.assert_array_equal(fused["bid"], np.arange(len(X.chunks[0])))
+    np.testing.assert_array_equal(fused["first"], np.r_[0, np.cumsum(X.chunks[0])[:-1]])
+    # The float64 re-run reads the same persisted chunks, cast in the task.
+    _same(run_pass(X.astype(np.float64), {"a": SUM}, fuse=False, **kw)["a"],
+          run_pass(X.astype(np.float64), {"a": SUM}, fuse=True, **kw)["a"])
+
+
+def test_fused_graph_has_a_task_per_thread_pinned_to_its_worker(dask_client):
+    Xn = np.arange(4000.0 * 3).reshape(4000, 3)
+    X = scatter_array(Xn, 10)  # 400 chunks
+    g_chunk, _ = build_pass(X, {"a": SUM}, fuse=False)
+    g_fused, _ = build_pass(X, {"a": SUM}, fuse=True)
+    assert _n_tasks(g_fused) < _n_tasks(g_chunk)
+    pinned = [layer for name, layer in g_fused.layers.items()
+              if name.startswith("dclust-pass") and layer.annotations]
+    workers = set(dask_client.nthreads())
+    assert {layer.annotations["workers"][0] for layer in pinned} <= workers
+    assert all(layer.annotations["allow_other_workers"] for layer in pinned)
+    assert sum(len(layer) for layer in pinned) == sum(dask_client.nthreads().values())
+
+
+def test_persisting_places_contiguous_ranges_and_passes_move_no_chunk(dask_client):
+    Xn = np.random.default_rng(2).normal(size=(6000, 4))
+    X, (w,), persisted = cache_array(da.from_array(Xn, chunks=(50, 4)), "memory",
+                                     also=(da.from_array(np.ones(6000), chunks=50),))
+    assert persisted
+    owner = chunk_placement(X).owner
+    assert np.all(np.diff(owner) >= 0)  # one contiguous range per worker
+    assert len(set(owner)) == len(dask_client.nthreads())
+    for _ in range(3):
+        run_pass(X, {"a": SUM}, sample_weight=w, fuse=True)
+    who = dask_client.who_has(X)
+    assert all(len(holders) == 1 for holders in who.values())  # no replica anywhere
+
+
+def test_data_persisted_by_the_user_is_fused_where_it_lies(dask_client):
+    Xn = np.random.default_rng(3).normal(size=(3000, 4))
+    X = dask_client.persist(da.from_array(Xn, chunks=(37, 4)))
+    graph, _ = build_pass(X, {"a": SUM}, fuse=True)
+    assert any("-fused" in str(k) for k in graph.to_dict())
+    _same(run_pass(X, {"a": SUM}, fuse=False, split_every=3)["a"],
+          run_pass(X, {"a": SUM}, fuse=True, split_every=3)["a"])
+
+
+def test_streamed_data_and_switch_keep_the_per_chunk_graph(monkeypatch):
+    X = da.from_array(np.arange(300.0).reshape(100, 3), chunks=(10, 3))
+    graph, _ = build_pass(X, {"a": SUM})
+    assert not any("-fused" in str(k) for k in graph.to_dict())
+    Xp = scatter_array(np.arange(300.0).reshape(100, 3), 10)
+    monkeypatch.setenv("DCLUST_FUSE", "0")
+    graph, key = build_pass(Xp, {"a": SUM})
+    assert not any("-fused" in str(k) for k in graph.to_dict())
+    monkeypatch.setenv("DCLUST_FUSE", "1")
+    graph, key = build_pass(Xp, {"a": SUM})
+    assert any("-fused" in str(k) for k in graph.to_dict())
+
+
+def test_kmeans_fit_counts_one_computation_per_pass_fused_or_not(monkeypatch):
+    from dclust.reductions import engine
+
+    fused_builds = []
+    build = engine._build_fused
+    monkeypatch.setattr(engine, "_build_fused",
+                        lambda *a, **k: fused_builds.append(1) or build(*a, **k))
+    Xn = np.random.default_rng(4).normal(size=(5000, 3)).astype(np.float32)
+    X = da.from_array(Xn, chunks=(400, 3))
+    fits = []
+    for fuse in ("0", "1"):
+        monkeypatch.setenv("DCLUST_FUSE", fuse)
+        before = compute_count()
+        km = dclust.KMeans(3, random_state=1, max_iter=20, n_init=1, cache="memory",
+                           progress=False).fit(X)
+        fits.append((km, compute_count() - before))
+    (a, na), (b, nb) = fits
+    assert len(fused_builds) == nb - 1  # every pass fused (one computation persisted X)
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    assert a.inertia_ == b.inertia_ and a.n_iter_ == b.n_iter_
+    assert na == nb
+
+
+def test_kmeans_bit_identical_across_workers_chunkings_and_fusion():
+    """1, 2 or 3 workers (1 or 2 threads), fused or per-chunk: the same bits for a given
+    chunking; also with sample weights from NumPy."""
+    rng = np.random.default_rng(9)
+    Xn = (rng.normal(size=(8000, 4)) + rng.integers(0, 4, 8000)[:, None] * 3).astype(np.float32)
+    wn = rng.random(8000)
+    for rows in (300, 1111):
+        results = []
+        for n_workers, threads in ((1, 1), (2, 1), (3, 2)):
+            with LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=False,
+                              dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                    Client(cluster) as client, client.as_current():
+                for fuse in (False, True):
+                    with pytest.MonkeyPatch.context() as mp:
+                        mp.setenv("DCLUST_FUSE", "1" if fuse else "0")
+                        X = da.from_array(Xn, chunks=(rows, 4))
+                        w = da.from_array(wn, chunks=rows)
+                        km = dclust.KMeans(4, random_state=3, max_iter=15, n_init=1,
+                                           cache="memory", progress=False).fit(X, sample_weight=w)
+                    results.append((km.cluster_centers_.copy(), km.inertia_, km.n_iter_))
+        for other in results[1:]:
+            np.testing.assert_array_equal(results[0][0], other[0])
+            assert results[0][1:] == other[1:]
