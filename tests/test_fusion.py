@@ -120,6 +120,7 @@ def test_streamed_data_and_switch_keep_the_per_chunk_graph(monkeypatch):
 def test_kmeans_fit_counts_one_computation_per_pass_fused_or_not(monkeypatch):
     from dclust.reductions import engine
 
+    monkeypatch.setenv("DCLUST_ROUND", "1")  # one computation per pass
     fused_builds = []
     build = engine._build_fused
     monkeypatch.setattr(engine, "_build_fused",
@@ -163,3 +164,42 @@ def test_kmeans_bit_identical_across_workers_chunkings_and_fusion():
         for other in results[1:]:
             np.testing.assert_array_equal(results[0][0], other[0])
             assert results[0][1:] == other[1:]
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_chained_passes_equal_passes_one_at_a_time(fuse):
+    """run_chain: n passes in one computation, each state made on a worker by the same
+    step the client would run, bit for bit."""
+    from dclust.algorithms.kmeans import lloyd_aggregation, lloyd_update
+    from dclust.reductions.engine import run_chain, run_pass
+
+    def make_aggs(state):
+        return {"lloyd": lloyd_aggregation(state["centers"])}
+
+    def step(state, res):
+        return {**state, **lloyd_update(state, res["lloyd"], 0.0)}
+
+    X = da.from_array(np.random.default_rng(0).normal(size=(6000, 4)), chunks=(500, 4))
+    X = X.persist()
+    state = {"centers": X[:6].compute(), "n_iter": 0, "init_inertia": np.nan,
+             "n_empty_total": 0}
+    one_by_one = [state]
+    for _ in range(4):
+        one_by_one.append(step(one_by_one[-1], run_pass(X, make_aggs(one_by_one[-1]),
+                                                         fuse=fuse)))
+    before = compute_count()
+    chained = run_chain(X, make_aggs, step, state, 4, fuse=fuse)
+    assert compute_count() - before == 1
+    for a, b in zip(chained, one_by_one[1:]):
+        np.testing.assert_array_equal(a["centers"], b["centers"])
+        assert a["inertia"] == b["inertia"] and a["n_iter"] == b["n_iter"]
+
+
+def test_round_switch_refuses_bad_values(monkeypatch):
+    from dclust.runtime.switches import round_limit
+
+    monkeypatch.setenv("DCLUST_ROUND", "0")
+    with pytest.raises(ValueError, match="DCLUST_ROUND='0' is not valid; expected a positive"):
+        round_limit()
+    monkeypatch.setenv("DCLUST_ROUND", "3")
+    assert round_limit() == 3

@@ -73,7 +73,8 @@ def test_dask_input_gives_lazy_outputs(blobs):
     np.testing.assert_array_equal(km.predict(Xd).compute(), km.labels_.compute())
 
 
-def test_one_compute_per_iteration(blobs):
+def test_one_compute_per_iteration(blobs, monkeypatch):
+    monkeypatch.setenv("DCLUST_ROUND", "1")  # no chained iterations (see below)
     X, _, _ = blobs
     Xd = da.from_array(X, chunks=(400, X.shape[1]))
     init = X[:5].astype(np.float64)
@@ -98,6 +99,7 @@ def test_submissions_counted_at_the_client(blobs, monkeypatch):
     """Every graph reaches the scheduler through Client._graph_to_futures: count there."""
     from distributed import Client
 
+    monkeypatch.setenv("DCLUST_ROUND", "1")  # one pass per submission
     X, _, _ = blobs
     Xd = da.from_array(X, chunks=(400, X.shape[1])).persist()
     calls = []
@@ -233,3 +235,30 @@ def test_load_in_a_fresh_process(tmp_path, blobs):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["KMeans", "5"]
+
+
+def test_chained_iterations_are_bit_identical_and_save_round_trips(blobs, monkeypatch):
+    """Several iterations per round trip (DCLUST_ROUND): the same fit, bit for bit,
+    with fewer computations; a fit converging inside a round drops the passes after."""
+    X, _, _ = blobs
+    Xd = da.from_array(X, chunks=(400, X.shape[1]))
+    init = X[:5].astype(np.float64)
+    fits = {}
+    for rounds in ("1", "4"):
+        monkeypatch.setenv("DCLUST_ROUND", rounds)
+        for tol, max_iter in ((0, 6), (1e-9, 300)):
+            before = compute_count()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                km = dclust.KMeans(5, init=init, max_iter=max_iter, tol=tol,
+                                   progress=False).fit(Xd)
+            fits[rounds, tol] = (km, compute_count() - before)
+    for tol in (0, 1e-9):
+        (a, used_a), (b, used_b) = fits["1", tol], fits["4", tol]
+        np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+        assert (a.inertia_, a.n_iter_, a.converged_) == (b.inertia_, b.n_iter_, b.converged_)
+        assert used_b < used_a, (a.n_iter_, used_a, used_b)
+    # tol=0, max_iter=6: iteration 1 alone (it folds the data checks in), 2-5 chained,
+    # 6 alone, then the final inertia: persist + 4 computations; no pass wasted.
+    km, used = fits["4", 0]
+    assert used == 1 + 4 and km.n_passes_ == 6 + 1

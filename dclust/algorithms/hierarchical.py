@@ -313,6 +313,17 @@ def regroup(coarse, fine, cells):
     return coarse, np.ascontiguousarray(fine[order]), cells
 
 
+def _probe_aggs(state, n_probe, n_far):
+    return {"lloyd": probe_aggregation(state["coarse"], state["centers"], state["cells"],
+                                       n_probe, n_far)}
+
+
+def _regrouped(step, state, res):
+    state = step(state, res)
+    coarse, fine, cells = regroup(state["coarse"], state["centers"], state["cells"])
+    return {**state, "centers": fine, "coarse": coarse, "cells": cells}
+
+
 def group_by_cell(centers, kc, seed):
     """Coarse centres for given fine centres (an init array), and the fine centres
     reordered by cell: in-memory k-means of the centres themselves."""
@@ -369,10 +380,10 @@ class HierarchicalLloyd(Lloyd):
                                     max_points_per_centroid=self.max_points_per_centroid)
         return {**self.initial_state(fine), "coarse": coarse, "cells": cells}
 
-    def one_iteration(self, session, state):
-        state = super().one_iteration(session, state)
-        coarse, fine, cells = regroup(state["coarse"], state["centers"], state["cells"])
-        return {**state, "centers": fine, "coarse": coarse, "cells": cells}
+    def iteration_functions(self, session):
+        make_aggs, step = super().iteration_functions(session)
+        return (partial(_probe_aggs, n_probe=self.n_probe, n_far=N_FAR),
+                partial(_regrouped, step))
 
     def aggregation(self, state, n_far=N_FAR):
         return probe_aggregation(state["coarse"], state["centers"], state["cells"],

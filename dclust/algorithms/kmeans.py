@@ -253,6 +253,14 @@ def _unit_rows(new, old):
     return out
 
 
+def _lloyd_aggs(state, n_far, metric):
+    return {"lloyd": lloyd_aggregation(state["centers"], n_far, metric)}
+
+
+def _lloyd_step(state, res, tol_abs, metric):
+    return {**state, **lloyd_update(state, res["lloyd"], tol_abs, metric)}
+
+
 def lloyd_update(state, res, tol_abs, metric="euclidean"):
     """The Lloyd state after a pass whose statistics ``res`` are for ``state["centers"]``.
 
@@ -334,11 +342,31 @@ class Lloyd(Algorithm):
         k-means, changes them here)."""
         return lloyd_aggregation(state["centers"], n_far, self.metric)
 
+    # Whether iterations may be chained on the cluster (iterations()): the aggregation
+    # and the update are module functions of the state alone (a variant that overrides
+    # aggregation() or reads aligned arrays turns this off).
+    chainable = True
+
+    def iteration_functions(self, session):
+        """``(make_aggs, step)``: the pass of an iteration as a function of the state,
+        and the update from its results; picklable, run on a worker by a chain."""
+        tol_abs = _tolerance(session.data_stats, self.tol, self.metric)
+        return (partial(_lloyd_aggs, n_far=N_FAR, metric=self.metric),
+                partial(_lloyd_step, tol_abs=tol_abs, metric=self.metric))
+
     def one_iteration(self, session, state):
         res = session.run_pass({"lloyd": self.aggregation(state)}, name="kmeans-lloyd",
-                               aligned=self.aligned)["lloyd"]
-        tol_abs = _tolerance(session.data_stats, self.tol, self.metric)
-        return {**state, **lloyd_update(state, res, tol_abs, self.metric)}
+                               aligned=self.aligned)
+        return self.iteration_functions(session)[1](state, res)
+
+    def iterations(self, session, state, n):
+        """Up to ``n`` iterations in one round trip (never past ``max_iter``)."""
+        n = min(int(n), self.max_iter - int(state["n_iter"]))
+        if n <= 1 or not self.chainable or self.aligned is not None \
+                or session.data_stats is None:
+            return [self.one_iteration(session, state)]
+        make_aggs, step = self.iteration_functions(session)
+        return session.run_chain(make_aggs, step, state, n, name="kmeans-lloyd")
 
     def converged(self, state):
         return bool(state["converged"]) or state["n_iter"] >= self.max_iter

@@ -211,6 +211,7 @@ class SeededLloyd(Lloyd):
         super().__init__(n_clusters, **kw)
         self.y = y
         self.aligned = {"y": y}
+        self.chainable = False  # its aggregation pins the known rows (aligned y)
 
     def aggregation(self, state, n_far=N_FAR):
         return seeded_lloyd_aggregation(state["centers"], state["classes"], n_far)

@@ -32,12 +32,14 @@ last iteration's state and finalized again.
 from __future__ import annotations
 
 import os
+import time
 from typing import Callable
 
 import numpy as np
 
 from ..exceptions import DclustValueError
 from ..io.checkpoint import Checkpoint, data_fingerprint
+from ..reductions.engine import run_chain as _engine_run_chain
 from ..reductions.engine import run_pass as _engine_run_pass
 from ..runtime.placement import prepare_fit_data
 from ..runtime.progress import Progress
@@ -46,6 +48,11 @@ from .datachecks import DEFAULT_CHECKS, DataChecks
 
 __all__ = ["Algorithm", "FitSession"]
 
+
+# Chained passes (FitSession.round_size): up to this many iterations per round trip
+# when the last pass took less than ROUND_PASS_SECONDS.
+ROUND_ITERATIONS = 4
+ROUND_PASS_SECONDS = 0.5
 
 class Algorithm:
     """The interface an iterative algorithm gives the :class:`FitSession`.
@@ -74,6 +81,13 @@ class Algorithm:
     def one_iteration(self, session, state: dict) -> dict:
         """The state after one more iteration (usually one pass)."""
         raise NotImplementedError
+
+    def iterations(self, session, state: dict, n: int) -> list:
+        """The states after each of up to ``n`` more iterations, in one round trip to the
+        cluster where the algorithm can (:meth:`FitSession.run_chain`); the session keeps
+        them up to the first that :meth:`converged` and drops the rest. By default one
+        iteration."""
+        return [self.one_iteration(session, state)]
 
     def converged(self, state: dict) -> bool:
         """Whether the loop is over (converged, or out of iterations)."""
@@ -190,6 +204,7 @@ class FitSession:
         self.X_source = None
         self.data_stats = None
         self.n_passes = 0
+        self.last_pass_seconds = None
         self.seed = None
         self._ck = None
         self._saved = None
@@ -282,9 +297,11 @@ class FitSession:
         fold = self.data_stats is None and self.checks is not None
         if fold:
             aggs["__data__"] = self.checks.aggregation()
+        t0 = time.perf_counter()
         res = _engine_run_pass(self.X, aggs, sample_weight=self.w, aligned=aligned,
                                split_every=self.split_every, name=name)
         self.n_passes += 1
+        self.last_pass_seconds = time.perf_counter() - t0
         if fold:
             switched = self.learn(res.pop("__data__"))
             if switched and precision_sensitive and aggregations:
@@ -292,6 +309,41 @@ class FitSession:
                                        aligned=aligned, split_every=self.split_every, name=name)
                 self.n_passes += 1
         return res
+
+    def run_chain(self, make_aggs, step, state, n_passes, *, name, aligned=None) -> list:
+        """``n_passes`` passes in one computation, each pass's state made on a worker by
+        ``step`` from the previous pass's results (:func:`dclust.reductions.engine.run_chain`).
+
+        Only after the data checks have run (the first pass is never chained). Returns
+        the states after each pass.
+        """
+        if self.data_stats is None and self.checks is not None:
+            raise RuntimeError("run_chain before the first pass: run the first pass alone")
+        t0 = time.perf_counter()
+        states = _engine_run_chain(self.X, make_aggs, step, state, n_passes,
+                                   sample_weight=self.w, aligned=aligned,
+                                   split_every=self.split_every, name=name)
+        self.n_passes += int(n_passes)
+        self.last_pass_seconds = (time.perf_counter() - t0) / max(int(n_passes), 1)
+        return states
+
+    def round_size(self) -> int:
+        """Iterations an algorithm may chain in its next round trip.
+
+        A pass has a fixed cost (graph submission, scheduling, the round trip of the
+        results) of some tens of milliseconds; when the last pass took less than
+        :data:`ROUND_PASS_SECONDS` that cost is a large share of it, and up to
+        :data:`ROUND_ITERATIONS` iterations run per round trip (``DCLUST_ROUND``
+        overrides: ``1`` never chains). The results do not depend on it, only the
+        passes made after convergence (at most ``ROUND_ITERATIONS - 1``, dropped).
+        """
+        from ..runtime.switches import round_limit
+
+        forced = round_limit()
+        if forced is not None:
+            return forced
+        last = self.last_pass_seconds
+        return ROUND_ITERATIONS if last is not None and last < ROUND_PASS_SECONDS else 1
 
     def place_rows(self, a):
         """A row-aligned array (one row per row of ``X``) chunked like the passes' ``X``.
@@ -375,12 +427,22 @@ class FitSession:
                     print("Initialization complete", flush=True)
                 self._save(run, state, best)
             while not algo.converged(state):
-                state = algo.one_iteration(self, state)
-                phase, iteration, figures = algo.report(state)
-                self.progress.update(phase, iteration, **figures)
-                if self.verbose:
-                    print(algo.describe(state), flush=True)
-                self._save(run, state, best)
+                before = self.n_passes
+                states = algo.iterations(self, state, self.round_size())
+                made = self.n_passes
+                for i, state in enumerate(states):
+                    if len(states) > 1:
+                        # A chain: one pass per state, so a checkpoint of state i says
+                        # what an unchained fit would have made by then.
+                        self.n_passes = before + i + 1
+                    phase, iteration, figures = algo.report(state)
+                    self.progress.update(phase, iteration, **figures)
+                    if self.verbose:
+                        print(algo.describe(state), flush=True)
+                    self._save(run, state, best)
+                    if algo.converged(state):
+                        break
+                self.n_passes = made  # passes after convergence were made all the same
             result = algo.finalize(self, state)
             if best is None or (key is not None and key(result) < key(best)):
                 best = result

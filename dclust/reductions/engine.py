@@ -37,7 +37,8 @@ from ..runtime.compute import (MIN_TASK_BYTES, MIN_TASKS,  # noqa: F401 (re-expo
                                chunk_placement, compute_graph, flatten_keys, group_size,
                                persisted_base)
 
-__all__ = ["Aggregation", "ChunkContext", "align_rows", "build_pass", "run_pass", "row_offsets",
+__all__ = ["Aggregation", "ChunkContext", "align_rows", "build_pass", "run_chain", "run_pass",
+           "row_offsets",
            "state_bytes", "fusion_enabled", "FUSE_ENV"]
 
 DEFAULT_SPLIT_EVERY = 8
@@ -162,7 +163,7 @@ def fusion_enabled(fuse=None) -> bool:
 
 
 def build_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every=None,
-               name="dclust-pass", fuse=None):
+               name="dclust-pass", fuse=None, state_task=None):
     """Build (and do not compute) the graph of one pass.
 
     Parameters
@@ -182,6 +183,10 @@ def build_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every
         Prefix of the graph's layer names.
     fuse : bool, optional
         Fuse the pass when the data is persisted (default: :func:`fusion_enabled`).
+    state_task : tuple, optional
+        A task whose value is the aggregations with their state bound, when that state
+        is computed on the cluster (by the previous pass of a :func:`run_chain`);
+        ``aggregations`` then only gives their names and functions.
 
     Returns
     -------
@@ -213,14 +218,15 @@ def build_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every
     if fusion_enabled(fuse):
         plan = _fused_plan(X, sample_weight, aligned, g, split_every)
         if plan is not None:
-            return _build_fused(plan, X, sample_weight, aligned, aggregations, layer_name)
+            return _build_fused(plan, X, sample_weight, aligned, aggregations, layer_name,
+                                state_task)
     offsets = row_offsets(X.chunks[0])
     x_keys = [k for k in flatten_keys(X.__dask_keys__())]
     w_keys = None if sample_weight is None else list(flatten_keys(sample_weight.__dask_keys__()))
     aligned_names = tuple(aligned)
     a_keys = [list(flatten_keys(a.__dask_keys__())) for a in aligned.values()]
     n_tasks = -(-len(x_keys) // g)
-    state, combine_state, layer = _state(aggregations, n_tasks, layer_name)
+    state, combine_state, layer = _state(aggregations, n_tasks, layer_name, state_task)
     level = []
     for j, s in enumerate(range(0, len(x_keys), g)):
         ids = tuple(range(s, min(s + g, len(x_keys))))
@@ -248,9 +254,12 @@ def build_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every
     return graph, level[0]
 
 
-def _state(aggregations, n_tasks, layer_name):
+def _state(aggregations, n_tasks, layer_name, state_task=None):
     """How the tasks get the aggregations: written into each (small state) or as the
     key of one state task; and the state-free copy the combine tasks get."""
+    if state_task is not None:
+        state = f"{layer_name}-state"
+        return state, state, {state: state_task}
     if n_tasks * sum(state_bytes(a) for a in aggregations.values()) <= INLINE_STATE_BYTES:
         # Small state (the centres of a few hundred clusters) goes into every task: a
         # separate state task would cost each pass one more worker-scheduler round trip
@@ -410,11 +419,12 @@ def _make_plan(placement, chunks_rows, g, s):
     return plan
 
 
-def _build_fused(plan, X, w, aligned, aggregations, layer_name):
+def _build_fused(plan, X, w, aligned, aggregations, layer_name, state_task=None):
     from dask.highlevelgraph import MaterializedLayer
 
     base, dtype = plan.base, plan.dtype
-    state, combine_state, state_layer = _state(aggregations, len(plan.threads), layer_name)
+    state, combine_state, state_layer = _state(aggregations, len(plan.threads), layer_name,
+                                               state_task)
     x_name = base
     others = ([] if w is None else [w.name]) + [a.name for a in aligned.values()]
     layers, deps = {}, {}
@@ -557,6 +567,99 @@ def _state_bytes(obj, depth=0) -> int:
         return sum(_state_bytes(getattr(obj, f.name), depth + 1) for f in dataclasses.fields(obj))
     return INLINE_STATE_BYTES + 1
 
+
+
+class _Value:
+    """A value written into a task as it is (an object Dask does not look inside)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _chain_aggs(make_aggs, state):
+    return make_aggs(state.value if isinstance(state, _Value) else state)
+
+
+def _chain_step(step, finalizers, state, stats):
+    state = state.value if isinstance(state, _Value) else state
+    res = {name: (fin(stats[name]) if fin is not None else stats[name])
+           for name, fin in finalizers.items()}
+    return step(state, res)
+
+
+def _chain_collect(*states):
+    return list(states)
+
+
+def run_chain(X, make_aggs, step, state, n_passes, *, sample_weight=None, aligned=None,
+              split_every=None, name="dclust-chain", fuse=None):
+    """Several passes in one computation, each pass's state made on the cluster from the
+    previous pass's results: the client waits once for ``n_passes`` passes.
+
+    Pass ``j`` computes the aggregations ``make_aggs(state_j)`` and a task on a worker
+    then makes ``state_{j+1} = step(state_j, results_j)`` (``results`` finalized and
+    keyed as in :func:`run_pass`); the next pass's chunk tasks read that state. Every
+    pass is :func:`build_pass`'s graph and ``step`` is the same function the client
+    would run, so the states are bit-identical to ``n_passes`` calls of :func:`run_pass`
+    followed by ``step``.
+
+    Parameters
+    ----------
+    X : dask.array.Array
+    make_aggs : callable
+        ``make_aggs(state) -> dict of Aggregation`` with their state bound; the same
+        names and functions for every state.
+    step : callable
+        ``step(state, results) -> state``.
+    state : dict
+        The state before the first pass.
+    n_passes : int
+    sample_weight, aligned, split_every, name, fuse
+        As in :func:`run_pass`.
+
+    Returns
+    -------
+    list of the ``n_passes`` states after each pass.
+    """
+    from dask.highlevelgraph import MaterializedLayer
+
+    if X.shape[0] == 0:
+        raise ValueError("run_chain needs at least one row")
+    token = uuid.uuid4().hex[:12]
+    step_name = f"{name}-step-{token}"
+    first = make_aggs(state)
+    finalizers = {n: a.finalize for n, a in first.items()}
+    template = {n: Aggregation(a.name, a.chunk, a.combine, a.finalize) for n, a in first.items()}
+    layers, deps = {}, {}
+    prev = _Value(state)
+    prev_layer = None
+    for j in range(int(n_passes)):
+        kw = dict(sample_weight=sample_weight, aligned=aligned, split_every=split_every,
+                  name=f"{name}-{j}", fuse=fuse)
+        if j == 0:
+            graph, root = build_pass(X, first, **kw)
+        else:
+            graph, root = build_pass(X, template, state_task=(_chain_aggs, make_aggs, prev), **kw)
+        own = set(graph.layers) - set(layers)
+        for lname in own:
+            layers[lname] = graph.layers[lname]
+            # Over-approximated: every layer of pass j may wait on the step before it
+            # (its state task reads it); a missing dependency would let culling drop it.
+            deps[lname] = set(graph.dependencies.get(lname, ())) | (
+                {prev_layer} if prev_layer else set())
+        for lname in set(graph.layers) - own:
+            deps.setdefault(lname, set(graph.dependencies.get(lname, ())))
+        key = (step_name, j)
+        lname = f"{step_name}-{j}"
+        layers[lname] = MaterializedLayer({key: (_chain_step, step, finalizers, prev, root)})
+        deps[lname] = own | ({prev_layer} if prev_layer else set())
+        prev, prev_layer = key, lname
+    steps = [(step_name, j) for j in range(int(n_passes))]
+    layers[step_name] = MaterializedLayer({step_name: (_chain_collect, *steps)})
+    deps[step_name] = {f"{step_name}-{j}" for j in range(int(n_passes))}
+    return compute_graph(HighLevelGraph(layers, deps), step_name)
 
 
 def run_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every=None,

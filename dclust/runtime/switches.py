@@ -14,6 +14,12 @@ next call.
     the long-lived objects of the client and the embedded cluster's workers) from being
     installed; read when dclust starts its embedded cluster. Anything else, or unset,
     installs it.
+
+``DCLUST_ROUND``
+    How many iterations an algorithm may run per round trip to the cluster
+    (:meth:`dclust.algorithms.session.FitSession.round_size`): ``1`` turns chained
+    passes off; unset, dclust chains up to 4 when a pass is short enough for its fixed
+    cost to matter.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ import os
 
 from ..kernels import _hooks
 
-__all__ = ["GC_FREEZE_ENV", "IR_ASSIGN_ENV", "gc_freeze_enabled", "ir_assign_enabled", "install"]
+__all__ = ["GC_FREEZE_ENV", "IR_ASSIGN_ENV", "ROUND_ENV", "gc_freeze_enabled", "ir_assign_enabled",
+           "install", "round_limit"]
 
 IR_ASSIGN_ENV = "DCLUST_IR_ASSIGN"
 GC_FREEZE_ENV = "DCLUST_GC_FREEZE"
+ROUND_ENV = "DCLUST_ROUND"
 
 
 def ir_assign_enabled() -> bool:
@@ -36,6 +44,22 @@ def ir_assign_enabled() -> bool:
 def gc_freeze_enabled() -> bool:
     """Whether the embedded cluster gets dclust's GC policy: ``DCLUST_GC_FREEZE`` is not ``"0"``."""
     return os.environ.get(GC_FREEZE_ENV, "1") != "0"
+
+
+def round_limit() -> int | None:
+    """``DCLUST_ROUND`` as a positive int, or ``None`` when unset (dclust chooses)."""
+    value = os.environ.get(ROUND_ENV)
+    if value is None or value == "":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"{ROUND_ENV}={value!r} is not valid; expected a positive integer "
+                         "(1 turns chained passes off) or nothing.") from None
+    if n < 1:
+        raise ValueError(f"{ROUND_ENV}={value!r} is not valid; expected a positive integer "
+                         "(1 turns chained passes off) or nothing.")
+    return n
 
 
 def install() -> None:
