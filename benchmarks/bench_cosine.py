@@ -27,12 +27,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_kmeans  # noqa: E402
 import machine  # noqa: E402
 
 SIZES = {"full": dict(n=500_000, d=64, k=256, m=10), "quick": dict(n=100_000, d=32, k=64, m=5)}
@@ -66,18 +66,9 @@ def cosine_objective(U, C, block=65536):
 
 
 def marginal(fit, m, repeats):
-    """Seconds per iteration: median over ``repeats`` of (fit(2 + m) - fit(2)) / m,
-    after one untimed fit; also the centres of a fit of ``m`` iterations."""
-    fit(2)
-    diffs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fit(2)
-        t2 = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        fit(2 + m)
-        diffs.append((time.perf_counter() - t0 - t2) / m)
-    return float(np.median(diffs)), fit(m)
+    """bench_kmeans' marginal seconds per iteration, and the centres of a fit of ``m``
+    iterations."""
+    return bench_kmeans.marginal(fit, m, repeats), fit(m)
 
 
 def run_dclust(Xp, C, m, repeats):

@@ -47,3 +47,29 @@ def blobs():
         n_samples=3000, n_features=6, centers=5, cluster_std=1.0, random_state=3, return_centers=True
     )
     return X.astype(np.float32), y, centers
+
+
+@pytest.fixture
+def no_client(monkeypatch, dask_client):
+    """As if no Client existed in this process; the session client is the default again after."""
+    import weakref
+
+    import dask
+    import distributed.client as dcl
+    from distributed import Client
+
+    import dclust
+    import dclust.runtime.client as rc
+
+    monkeypatch.setattr(dcl, "_global_clients", weakref.WeakValueDictionary())
+    monkeypatch.setattr(rc, "_connected", None)
+    monkeypatch.setattr(rc, "_embedded", None)
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    scheduler = dask.config.get("scheduler", None)
+    with pytest.raises(ValueError):
+        Client.current()
+    yield
+    monkeypatch.undo()
+    dask.config.set(scheduler=scheduler)
+    assert Client.current() is dask_client
+    assert dclust.get_client() is dask_client

@@ -5,30 +5,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import weakref
-
-import dask
-import pytest
 
 import dclust
 import dclust.runtime.client as rc
 from dclust.runtime import gcpolicy
-
-
-@pytest.fixture
-def no_client(monkeypatch, dask_client):
-    """As if no Client existed in this process; the session client is the default again after."""
-    import distributed.client as dcl
-
-    monkeypatch.setattr(dcl, "_global_clients", weakref.WeakValueDictionary())
-    monkeypatch.setattr(rc, "_connected", None)
-    monkeypatch.setattr(rc, "_embedded", None)
-    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
-    scheduler = dask.config.get("scheduler", None)
-    yield
-    monkeypatch.undo()
-    dask.config.set(scheduler=scheduler)
-    assert dclust.get_client() is dask_client
 
 
 def _worker_plugins(dask_worker):

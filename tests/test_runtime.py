@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import weakref
 
 import dask
 import numpy as np
@@ -17,26 +16,6 @@ import dclust.runtime.client as rc
 from dclust.exceptions import ClusterConnectionError, DclustValueError
 from dclust.runtime.client import local_cluster_layout
 from dclust.runtime.compute import compute_count, compute_graph
-
-
-@pytest.fixture
-def no_client(monkeypatch, dask_client):
-    """As if no Client existed in this process; the session client is the default again after."""
-    import distributed.client as dcl
-    from distributed import Client
-
-    monkeypatch.setattr(dcl, "_global_clients", weakref.WeakValueDictionary())
-    monkeypatch.setattr(rc, "_connected", None)
-    monkeypatch.setattr(rc, "_embedded", None)
-    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
-    scheduler = dask.config.get("scheduler", None)
-    with pytest.raises(ValueError):
-        Client.current()
-    yield
-    monkeypatch.undo()
-    dask.config.set(scheduler=scheduler)
-    assert Client.current() is dask_client
-    assert dclust.get_client() is dask_client
 
 
 @pytest.fixture
