@@ -150,6 +150,10 @@ class MiniBatchKMeans(KMeans):
     (4, 4)
     """
 
+    # Euclidean only (scikit-learn's MiniBatchKMeans has no metric); KMeans' predict,
+    # transform and score, inherited, read it.
+    metric = "euclidean"
+
     _params = (
         Param("n_clusters", "number of clusters", "int", low=1, short="-k", metavar="K",
               required=True),
