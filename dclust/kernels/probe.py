@@ -105,7 +105,7 @@ def coarse_probes(X, coarse, n_probe):
     n = X.shape[0]
     p = int(min(max(int(n_probe), 1), kc))
     if p == kc:
-        return np.broadcast_to(np.arange(kc, dtype=np.int64), (n, kc))
+        return np.tile(np.arange(kc, dtype=np.int64), (n, 1))
     if p == 1:
         return nearest_center(X, C)[0][:, None]
     Ct = np.ascontiguousarray((-2.0 * C).T.astype(X.dtype))
@@ -146,8 +146,11 @@ def probe_nearest(X, coarse, fine, cells, n_probe):
     labels = np.full(n, -1, dtype=np.int64)
     if n == 0:
         return labels, best
+    if n_probe >= cells.shape[0] - 1:
+        # Every cell probed: the exact search, without an n x kc probe table.
+        return nearest_center(X, fine)
     probes = coarse_probes(X, coarse, n_probe)
-    rows_sorted, bounds = _rows_by_cell(np.ascontiguousarray(probes), cells.shape[0] - 1)
+    rows_sorted, bounds = _rows_by_cell(probes, cells.shape[0] - 1)
     for c in np.flatnonzero(np.diff(bounds)):
         lo, hi = int(cells[c]), int(cells[c + 1])
         if hi <= lo:
