@@ -50,7 +50,9 @@ __all__ = ["Algorithm", "FitSession"]
 
 
 # Chained passes (FitSession.round_size): up to this many iterations per round trip
-# when the last pass took less than ROUND_PASS_SECONDS.
+# when the last pass took less than ROUND_PASS_SECONDS, and twice as many below a fifth
+# of it (a round trip costs 20-30 ms here; passes past convergence are bounded to
+# about ROUND_PASS_SECONDS of work either way).
 ROUND_ITERATIONS = 4
 ROUND_PASS_SECONDS = 0.5
 
@@ -333,9 +335,10 @@ class FitSession:
         A pass has a fixed cost (graph submission, scheduling, the round trip of the
         results) of some tens of milliseconds; when the last pass took less than
         :data:`ROUND_PASS_SECONDS` that cost is a large share of it, and up to
-        :data:`ROUND_ITERATIONS` iterations run per round trip (``DCLUST_ROUND``
-        overrides: ``1`` never chains). The results do not depend on it, only the
-        passes made after convergence (at most ``ROUND_ITERATIONS - 1``, dropped).
+        :data:`ROUND_ITERATIONS` iterations run per round trip, twice as many when it
+        took less than a fifth of that (``DCLUST_ROUND`` overrides: ``1`` never
+        chains). The results do not depend on it, only the passes made after
+        convergence (at most ``2 * ROUND_ITERATIONS - 1``, dropped).
         """
         from ..runtime.switches import round_limit
 
@@ -343,7 +346,9 @@ class FitSession:
         if forced is not None:
             return forced
         last = self.last_pass_seconds
-        return ROUND_ITERATIONS if last is not None and last < ROUND_PASS_SECONDS else 1
+        if last is None or last >= ROUND_PASS_SECONDS:
+            return 1
+        return 2 * ROUND_ITERATIONS if last < ROUND_PASS_SECONDS / 5 else ROUND_ITERATIONS
 
     def place_rows(self, a):
         """A row-aligned array (one row per row of ``X``) chunked like the passes' ``X``.

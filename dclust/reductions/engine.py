@@ -115,7 +115,7 @@ class _Inline:
 
 
 def _aggs(state):
-    return state.aggs if isinstance(state, _Inline) else state
+    return state.aggs if isinstance(state, (_Inline, _Stepped)) else state
 
 
 def _combine_task(aggs, *parts):
@@ -163,7 +163,7 @@ def fusion_enabled(fuse=None) -> bool:
 
 
 def build_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every=None,
-               name="dclust-pass", fuse=None, state_task=None):
+               name="dclust-pass", fuse=None, state_key=None):
     """Build (and do not compute) the graph of one pass.
 
     Parameters
@@ -183,10 +183,11 @@ def build_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every
         Prefix of the graph's layer names.
     fuse : bool, optional
         Fuse the pass when the data is persisted (default: :func:`fusion_enabled`).
-    state_task : tuple, optional
-        A task whose value is the aggregations with their state bound, when that state
-        is computed on the cluster (by the previous pass of a :func:`run_chain`);
-        ``aggregations`` then only gives their names and functions.
+    state_key : key, optional
+        The key of a task of another layer whose value holds the aggregations with
+        their state bound, when that state is computed on the cluster (by the previous
+        pass of a :func:`run_chain`); ``aggregations`` then only gives their names and
+        functions, and the caller adds that layer as a dependency.
 
     Returns
     -------
@@ -219,14 +220,14 @@ def build_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every
         plan = _fused_plan(X, sample_weight, aligned, g, split_every)
         if plan is not None:
             return _build_fused(plan, X, sample_weight, aligned, aggregations, layer_name,
-                                state_task)
+                                state_key)
     offsets = row_offsets(X.chunks[0])
     x_keys = [k for k in flatten_keys(X.__dask_keys__())]
     w_keys = None if sample_weight is None else list(flatten_keys(sample_weight.__dask_keys__()))
     aligned_names = tuple(aligned)
     a_keys = [list(flatten_keys(a.__dask_keys__())) for a in aligned.values()]
     n_tasks = -(-len(x_keys) // g)
-    state, combine_state, layer = _state(aggregations, n_tasks, layer_name, state_task)
+    state, combine_state, layer = _state(aggregations, n_tasks, layer_name, state_key)
     level = []
     for j, s in enumerate(range(0, len(x_keys), g)):
         ids = tuple(range(s, min(s + g, len(x_keys))))
@@ -254,12 +255,12 @@ def build_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every
     return graph, level[0]
 
 
-def _state(aggregations, n_tasks, layer_name, state_task=None):
-    """How the tasks get the aggregations: written into each (small state) or as the
-    key of one state task; and the state-free copy the combine tasks get."""
-    if state_task is not None:
-        state = f"{layer_name}-state"
-        return state, state, {state: state_task}
+def _state(aggregations, n_tasks, layer_name, state_key=None):
+    """How the tasks get the aggregations: written into each (small state), as the key
+    of one state task, or as ``state_key``; and the state-free copy the combine tasks
+    get."""
+    if state_key is not None:
+        return state_key, state_key, {}
     if n_tasks * sum(state_bytes(a) for a in aggregations.values()) <= INLINE_STATE_BYTES:
         # Small state (the centres of a few hundred clusters) goes into every task: a
         # separate state task would cost each pass one more worker-scheduler round trip
@@ -419,12 +420,12 @@ def _make_plan(placement, chunks_rows, g, s):
     return plan
 
 
-def _build_fused(plan, X, w, aligned, aggregations, layer_name, state_task=None):
+def _build_fused(plan, X, w, aligned, aggregations, layer_name, state_key=None):
     from dask.highlevelgraph import MaterializedLayer
 
     base, dtype = plan.base, plan.dtype
     state, combine_state, state_layer = _state(aggregations, len(plan.threads), layer_name,
-                                               state_task)
+                                               state_key)
     x_name = base
     others = ([] if w is None else [w.name]) + [a.name for a in aligned.values()]
     layers, deps = {}, {}
@@ -578,19 +579,49 @@ class _Value:
         self.value = value
 
 
-def _chain_aggs(make_aggs, state):
-    return make_aggs(state.value if isinstance(state, _Value) else state)
+class _Stepped:
+    """A chain's state after one pass, and the next pass's aggregations bound to it
+    (``None`` after the last pass): what the next pass's tasks read."""
+
+    __slots__ = ("state", "aggs")
+
+    def __init__(self, state, aggs):
+        self.state, self.aggs = state, aggs
 
 
-def _chain_step(step, finalizers, state, stats):
-    state = state.value if isinstance(state, _Value) else state
+def _chain_step(step, finalizers, make_aggs, last, state, root_fn, *root_args):
+    """Combine a pass's root, update the state and bind the next pass's aggregations,
+    in one task: each task between two passes is a scheduler round trip (~5 ms)."""
+    state = state.value if isinstance(state, _Value) else state.state
+    stats = root_fn(*root_args)
     res = {name: (fin(stats[name]) if fin is not None else stats[name])
            for name, fin in finalizers.items()}
-    return step(state, res)
+    state = step(state, res)
+    return _Stepped(state, None if last else make_aggs(state))
+
+
+def _identity(x):
+    return x
 
 
 def _chain_collect(*states):
-    return list(states)
+    return [s.state for s in states]
+
+
+def _take_root(graph, root):
+    """The root's task, taken out of ``graph`` when it is a combine node (it then runs
+    inside the step task); ``(_identity, root)`` when the root is a chunk or fused task."""
+    from dask.highlevelgraph import MaterializedLayer
+
+    for lname, layer in graph.layers.items():
+        if isinstance(layer, MaterializedLayer) and root in layer.mapping:
+            task = layer.mapping[root]
+            if isinstance(task, tuple) and task and task[0] in (_combine_task, _upper_task):
+                rest = {k: v for k, v in layer.mapping.items() if k != root}
+                graph.layers[lname] = MaterializedLayer(rest, annotations=layer.annotations)
+                return task
+            break
+    return (_identity, root)
 
 
 def run_chain(X, make_aggs, step, state, n_passes, *, sample_weight=None, aligned=None,
@@ -635,30 +666,34 @@ def run_chain(X, make_aggs, step, state, n_passes, *, sample_weight=None, aligne
     layers, deps = {}, {}
     prev = _Value(state)
     prev_layer = None
-    for j in range(int(n_passes)):
+    n_passes = int(n_passes)
+    for j in range(n_passes):
         kw = dict(sample_weight=sample_weight, aligned=aligned, split_every=split_every,
                   name=f"{name}-{j}", fuse=fuse)
         if j == 0:
             graph, root = build_pass(X, first, **kw)
         else:
-            graph, root = build_pass(X, template, state_task=(_chain_aggs, make_aggs, prev), **kw)
+            graph, root = build_pass(X, template, state_key=prev, **kw)
+        root_task = _take_root(graph, root)
         own = set(graph.layers) - set(layers)
         for lname in own:
             layers[lname] = graph.layers[lname]
             # Over-approximated: every layer of pass j may wait on the step before it
-            # (its state task reads it); a missing dependency would let culling drop it.
+            # (its tasks read it); a missing dependency would let culling drop it.
             deps[lname] = set(graph.dependencies.get(lname, ())) | (
                 {prev_layer} if prev_layer else set())
         for lname in set(graph.layers) - own:
             deps.setdefault(lname, set(graph.dependencies.get(lname, ())))
         key = (step_name, j)
         lname = f"{step_name}-{j}"
-        layers[lname] = MaterializedLayer({key: (_chain_step, step, finalizers, prev, root)})
+        layers[lname] = MaterializedLayer(
+            {key: (_chain_step, step, finalizers, make_aggs, j == n_passes - 1, prev,
+                   *root_task)})
         deps[lname] = own | ({prev_layer} if prev_layer else set())
         prev, prev_layer = key, lname
-    steps = [(step_name, j) for j in range(int(n_passes))]
+    steps = [(step_name, j) for j in range(n_passes)]
     layers[step_name] = MaterializedLayer({step_name: (_chain_collect, *steps)})
-    deps[step_name] = {f"{step_name}-{j}" for j in range(int(n_passes))}
+    deps[step_name] = {f"{step_name}-{j}" for j in range(n_passes)}
     return compute_graph(HighLevelGraph(layers, deps), step_name)
 
 
