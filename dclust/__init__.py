@@ -16,6 +16,7 @@ from .exceptions import (
     DclustError,
     EmptyClusterWarning,
     ModelFormatError,
+    ProbeRecallWarning,
     StorageError,
 )
 from .runtime import install_policies as _install_policies
@@ -86,6 +87,7 @@ __all__ = [
     "NotFittedError",
     "ConvergenceWarning",
     "EmptyClusterWarning",
+    "ProbeRecallWarning",
 ]
 
 

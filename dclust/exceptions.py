@@ -36,6 +36,12 @@ class EmptyClusterWarning(UserWarning):
     """A cluster lost all its points and its centre was moved to a far-away point."""
 
 
+class ProbeRecallWarning(UserWarning):
+    """A probe-limited fit (``KMeans(algorithm="hierarchical")``) assigns a sample of rows
+    measurably worse than the exact nearest centre would: its inertia is likely several
+    percent above exact Lloyd's."""
+
+
 def _make_not_fitted_error():
     # Built on first use: it subclasses scikit-learn's NotFittedError (so code written
     # for scikit-learn catches it), and importing scikit-learn costs seconds that worker

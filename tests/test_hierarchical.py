@@ -224,3 +224,56 @@ def test_hierarchical_refuses_known_classes(blobs):
     y[:10] = 0
     with pytest.raises(DclustValueError, match="known classes"):
         dclust.KMeans(10, algorithm="hierarchical", progress=False).fit(blobs, y)
+
+
+# ---- probe recall ------------------------------------------------------------------
+
+
+def test_probe_recall_matches_a_direct_count():
+    from dclust.algorithms.hierarchical import group_by_cell, probe_recall
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3000, 16))
+    coarse, fine, cells = group_by_cell(X[:256], 16, 0)
+    miss, excess = probe_recall(X, coarse, fine, cells, 2)
+    lab_p, d_p = probe_nearest(X, coarse, fine, cells, 2)
+    lab_e, d_e = nearest_center(X, fine)
+    assert miss == pytest.approx(np.mean(lab_p != lab_e))
+    assert excess == pytest.approx(d_p.sum() / d_e.sum() - 1)
+    assert 0 < miss < 1 and excess > 0
+    assert probe_recall(X, coarse, fine, cells, 16) == (0.0, 0.0)  # every cell probed
+
+
+def test_clustered_data_fits_without_a_probe_warning(blobs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dclust.ProbeRecallWarning)
+        km = dclust.KMeans(240, algorithm="hierarchical", random_state=0, max_iter=5,
+                           progress=False).fit(blobs)
+    assert km.probe_excess_ < 0.005
+    assert 0 <= km.probe_miss_rate_ < 0.05
+
+
+def test_near_uniform_data_warns_that_probes_lose():
+    # 32 features, no structure: a coarse cell says little about where the nearest
+    # fine centre is.
+    X = np.random.default_rng(1).uniform(-1, 1, size=(8000, 32)).astype(np.float32)
+    with pytest.warns(dclust.ProbeRecallWarning,
+                      match=r"n_probe=1: on a sample, the probed cells miss the nearest centre "
+                            r"of \d+% of the rows.*raise n_probe"):
+        km = dclust.KMeans(400, algorithm="hierarchical", n_probe=1, random_state=0,
+                           max_iter=3, progress=False).fit(X)
+    assert km.probe_excess_ > 0.01 and km.probe_miss_rate_ > 0.1
+    # Probing every cell is the exact search: nothing to warn about.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dclust.ProbeRecallWarning)
+        exact = dclust.KMeans(400, algorithm="hierarchical", n_probe=10_000, random_state=0,
+                              max_iter=3, progress=False).fit(X)
+    assert exact.probe_miss_rate_ == 0.0 and exact.probe_excess_ == 0.0
+
+
+def test_probe_figures_are_saved_with_the_model(tmp_path, blobs):
+    km = _fit(blobs, 240, random_state=0, max_iter=3)
+    km.save(tmp_path / "m.dclust")
+    back = dclust.load(tmp_path / "m.dclust")
+    assert back.probe_excess_ == km.probe_excess_
+    assert back.probe_miss_rate_ == km.probe_miss_rate_

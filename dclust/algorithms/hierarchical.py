@@ -35,7 +35,7 @@ import numpy as np
 from .._xp import to_numpy
 from ..exceptions import DclustValueError
 from ..kernels.lloyd import lloyd_partial, nearest_center
-from ..kernels.probe import probe_lloyd_partial
+from ..kernels.probe import probe_lloyd_partial, probe_nearest
 from ..kernels.seeding import kmeans_plusplus
 from ..reductions.engine import Aggregation
 from ..reductions.monoids import sum_combine
@@ -44,7 +44,8 @@ from .kmeans import (N_FAR, Lloyd, _lloyd_combine, _tolerance, _update_centers, 
 from .sampling import sample_rows
 
 __all__ = ["HierarchicalLloyd", "HIERARCHICAL_MIN_K", "allocate_centres", "coarse_clusters",
-           "lloyd_in_memory", "probe_aggregation", "resolve_algorithm", "DEFAULT_N_PROBE"]
+           "lloyd_in_memory", "probe_aggregation", "probe_recall", "resolve_algorithm",
+           "DEFAULT_N_PROBE", "PROBE_EXCESS_WARN"]
 
 # algorithm="auto" switches to the two-level fit from this many clusters: below it an
 # exact pass costs little more than the coarse search plus the probes.
@@ -55,6 +56,11 @@ MAX_POINTS_PER_CENTROID = 256
 # In-memory Lloyd iterations of the coarse and of each cell's fine k-means.
 COARSE_ITER = 20
 FINE_ITER = 10
+# Sample rows on which the final centres' probe-limited assignment is compared with the
+# exact one (probe_recall): ~0.1 s at k=16,384, d=64.
+RECALL_ROWS = 2048
+# probe_recall's excess above which a fit warns (ProbeRecallWarning).
+PROBE_EXCESS_WARN = 0.005
 
 
 def resolve_algorithm(algorithm, n_clusters):
@@ -324,6 +330,24 @@ def _regrouped(step, state, res):
     return {**state, "centers": fine, "coarse": coarse, "cells": cells}
 
 
+def probe_recall(rows, coarse, fine, cells, n_probe):
+    """How much the probes lose on ``rows``: the share of rows whose probed cells miss
+    their exact nearest centre, and their summed squared distance over the exact one's,
+    minus one.
+
+    Lloyd iterations compound the loss: on a nearly uniform cloud (64 features) a
+    0.5-1% excess at the final centres went with inertia 4-6% above exact Lloyd's, on
+    clustered data a 0.1% excess with inertia at exact Lloyd's.
+    """
+    if rows is None or rows.shape[0] == 0:
+        return None, None
+    _, d_probe = probe_nearest(rows, coarse, fine, cells, n_probe)
+    _, d_exact = nearest_center(rows, fine)
+    miss = float(np.mean(d_probe > d_exact))
+    total = float(d_exact.sum())
+    return miss, (float(d_probe.sum()) / total - 1.0) if total > 0 else 0.0
+
+
 def group_by_cell(centers, kc, seed):
     """Coarse centres for given fine centres (an init array), and the fine centres
     reordered by cell: in-memory k-means of the centres themselves."""
@@ -355,6 +379,7 @@ class HierarchicalLloyd(Lloyd):
         self.n_probe = int(n_probe)
         self.n_coarse = int(n_coarse or coarse_clusters(self.n_clusters))
         self.max_points_per_centroid = int(max_points_per_centroid)
+        self._recall_rows = None
 
     def init_state(self, session):
         k, kc, seed = self.n_clusters, self.n_coarse, self.seed
@@ -368,6 +393,8 @@ class HierarchicalLloyd(Lloyd):
                                   n_features=d, oversampling_factor=self.oversampling_factor,
                                   n_rounds=self.n_init_rounds)
             rows = np.ascontiguousarray(sample["x"][:m], dtype=session.work_dtype)
+            # Its first rows are a uniform sample too (probe_recall at the end).
+            self._recall_rows = rows[:RECALL_ROWS]
             w = np.asarray(sample["weight"][:m], dtype=np.float64) if m >= n else None
             tol_abs = _tolerance(session.ensure_data_stats(), self.tol)
             coarse = lloyd_in_memory(rows, w, coarse, COARSE_ITER, tol_abs)
@@ -391,5 +418,8 @@ class HierarchicalLloyd(Lloyd):
 
     def finalize(self, session, state):
         out = super().finalize(session, state)
-        return {**out, "coarse": state["coarse"], "cells": state["cells"]}
+        miss, excess = probe_recall(self._recall_rows, state["coarse"], state["centers"],
+                                    state["cells"], self.n_probe)
+        return {**out, "coarse": state["coarse"], "cells": state["cells"],
+                "probe_miss": miss, "probe_excess": excess}
 
