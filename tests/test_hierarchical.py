@@ -277,3 +277,22 @@ def test_probe_figures_are_saved_with_the_model(tmp_path, blobs):
     back = dclust.load(tmp_path / "m.dclust")
     assert back.probe_excess_ == km.probe_excess_
     assert back.probe_miss_rate_ == km.probe_miss_rate_
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_coarse_probe_selection_is_the_p_smallest_lowest_column_on_ties(seed):
+    from dclust.kernels.probe import _smallest
+
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        kc = int(rng.integers(2, 90))
+        p = int(rng.integers(1, kc + 1))
+        t = int(rng.integers(1, 20))
+        # Small integers: many ties.
+        G = rng.integers(-4, 4, size=(t, kc)).astype(np.float32)
+        cnorm = rng.integers(0, 3, size=kc).astype(np.float32)
+        out = np.full((t, p), -1, dtype=np.int64)
+        _smallest(G, cnorm, out)
+        v = G + cnorm
+        for i in range(t):
+            np.testing.assert_array_equal(out[i], np.lexsort((np.arange(kc), v[i]))[:p])

@@ -6,13 +6,16 @@ only with the fine centres of its ``n_probe`` nearest coarse cells, so an assign
 costs ``kc + n_probe * k / kc`` distances instead of ``k`` (about ``k / n_probe``
 fewer at ``kc = sqrt(k)``), and no tile is ever ``rows x k``: the coarse tile is
 ``rows x kc`` and each cell's search runs the register-blocked kernel of
-:mod:`.lloyd` over that cell's rows and centres only.
+:mod:`._irassign` over that cell's rows and centres only.
 
-Rows are grouped by probed cell within a chunk (one stable sort), each cell's rows are
-searched against its centres, and a row keeps the smallest exact float64 distance over
-its probes (ties: the lowest centre index, as ``numpy.argmin``). The statistics are then
+Rows are grouped by probed cell within a chunk (a counting sort), and one compiled loop
+gathers each cell's rows and searches them against its centres; a row keeps the
+smallest kernel value ``||c||^2 - 2 x.c`` over its probes, in the rows' precision as
+exact Lloyd's kernel does (ties: the lowest centre index, as ``numpy.argmin``), and its
+exact float64 distance is computed once, for the chosen centre. The statistics are then
 folded by the same compiled loop as exact Lloyd's, so the result has the keys and
-meaning of :func:`dclust.kernels.lloyd.lloyd_partial`.
+meaning of :func:`dclust.kernels.lloyd.lloyd_partial`. Where the IR kernel is switched
+off (``DCLUST_IR_ASSIGN=0``) each cell is searched by :func:`.lloyd.nearest_center`.
 
 Non-NumPy chunks (CuPy) are brought to the host: the per-cell loop is a CPU algorithm
 (many small searches); a device version would batch the cells.
@@ -24,7 +27,8 @@ import numba
 import numpy as np
 
 from .._xp import array_namespace, is_numpy_namespace, to_numpy
-from . import _numba
+from . import _irassign, _numba
+from ._irassign import call_assign
 from .lloyd import lloyd_stats, nearest_center
 
 __all__ = ["coarse_probes", "probe_nearest", "probe_lloyd_partial"]
@@ -42,21 +46,47 @@ def _as_host_float(X):
     return np.ascontiguousarray(X)
 
 
-@numba.njit(nogil=True, cache=True)
-def _smallest(G, out):
-    """Columns of the ``p = out.shape[1]`` smallest values of each row of ``G``.
+@numba.njit(nogil=True, cache=True, fastmath={"nnan", "ninf"})
+def _smallest(G, cnorm, out):
+    """Columns of the ``p = out.shape[1]`` smallest values of each row of ``G + cnorm``
+    (finite), ordered by value; ties keep the lower column.
 
-    A sorted insertion into ``p`` slots: one comparison per value for almost every
-    value once the slots are filled (argpartition costs several times more at p << kc).
-    Ties keep the lower column.
+    A sorted insertion over all ``kc`` values mispredicts a branch at each of its
+    ``~p ln(kc / p)`` insertions. Instead: the largest of the minima of ``p`` column
+    groups bounds the ``p``-th smallest value from above, so the values at or below it
+    (``>= p`` of them, about ``2p`` in practice) hold the answer; they are collected
+    without a branch and only they are insertion-sorted.
     """
     t, kc = G.shape
     p = out.shape[1]
+    width = -(-kc // p)
+    # Fewer than p non-empty groups (kc < p * width - width): no bound, take every value.
+    bounded = -(-kc // width) >= p
     val = np.empty(p, dtype=G.dtype)
+    cand = np.empty(kc, dtype=np.int64)
+    row = np.empty(kc, dtype=G.dtype)
     for i in range(t):
-        m = 0
         for j in range(kc):
-            g = G[i, j]
+            row[j] = G[i, j] + cnorm[j]
+        bound = -np.inf
+        for q in range(p):
+            lo = q * width
+            hi = min(kc, lo + width)
+            m = np.inf
+            for j in range(lo, hi):
+                m = min(m, row[j])
+            if hi > lo:
+                bound = max(bound, m)
+        if not bounded:
+            bound = np.inf
+        n_cand = 0
+        for j in range(kc):
+            cand[n_cand] = j
+            n_cand += row[j] <= bound
+        m = 0
+        for c in range(n_cand):
+            j = cand[c]
+            g = row[j]
             if m < p:
                 q = m
                 m += 1
@@ -93,6 +123,92 @@ def _rows_by_cell(probes, kc):
     return rows, bounds
 
 
+def _cell_layout(fine, cells, dtype):
+    """Every cell's centres in the IR kernel's block layout (:mod:`._irassign`), one
+    kernel for all cells: ``(kernel, CT, cn, block offsets of the cells)``, or ``None``
+    where the kernel does not apply (the caller then searches cell by cell).
+
+    The kernel's block holds about the mean cell's centres; a larger cell takes several
+    blocks, and each cell's last block is padded with ``+inf`` norms (never chosen).
+    """
+    kc = cells.shape[0] - 1
+    sizes = np.diff(cells)
+    d = fine.shape[1]
+    live = sizes[sizes > 0]
+    if live.size == 0:
+        return None
+    kern = _irassign.try_kernel_address(dtype, int(round(live.mean())), d)
+    if kern is None:
+        return None
+    per_block = kern[3]
+    nblk = -(-sizes // per_block)
+    offs = np.concatenate([[0], np.cumsum(nblk)]).astype(np.int64)
+    CT = np.zeros((int(offs[-1]), d, per_block), dtype=dtype)
+    cn = np.full(int(offs[-1]) * per_block, np.inf, dtype=dtype)
+    F = np.ascontiguousarray(fine, dtype=np.float64)
+    Cm = (-2.0 * F).astype(dtype)
+    norms = np.einsum("ij,ij->i", F, F).astype(dtype)
+    for c in np.flatnonzero(sizes):
+        lo, hi = int(cells[c]), int(cells[c + 1])
+        ct, cnc = _irassign.centre_layout(Cm[lo:hi], norms[lo:hi], per_block)
+        CT[offs[c] : offs[c + 1]] = ct
+        cn[offs[c] * per_block : offs[c + 1] * per_block] = cnc
+    return kern, CT, cn, offs
+
+
+@numba.njit(nogil=True, cache=True)
+def _search_cells(X, rows_sorted, bounds, cells, offs, CT, cn, ir_block, ir_rows, ir_single,
+                  per_block, group, labels, best):
+    """Each cell's probing rows (gathered into one buffer) against its centres by the IR
+    kernel; every row keeps its smallest kernel value over its cells (cells in
+    increasing order and a strict '<': the lowest centre index on ties)."""
+    n, d = X.shape
+    kc = bounds.shape[0] - 1
+    most = 0
+    for c in range(kc):
+        most = max(most, bounds[c + 1] - bounds[c])
+    buf = np.empty((max(most, 1), d), dtype=X.dtype)
+    lab = np.empty(max(most, 1), dtype=np.int32)
+    val = np.empty(max(most, 1), dtype=X.dtype)
+    glab = np.empty(max(most, 1), dtype=np.int32)
+    gval = np.empty(max(most, 1), dtype=X.dtype)
+    for c in range(kc):
+        lo = bounds[c]
+        m = bounds[c + 1] - lo
+        nb = offs[c + 1] - offs[c]
+        if m == 0 or nb == 0:
+            continue
+        for i in range(m):
+            r = rows_sorted[lo + i]
+            for f in range(d):
+                buf[i, f] = X[r, f]
+        tb = (m // ir_rows) * ir_rows
+        for g0 in range(0, nb, group):
+            ng = min(group, nb - g0)
+            b = offs[c] + g0
+            to_lab = lab if g0 == 0 else glab
+            to_val = val if g0 == 0 else gval
+            ct = CT[b:].ctypes.data
+            cnp = cn[b * per_block:].ctypes.data
+            if tb > 0:
+                call_assign(ir_block, buf.ctypes.data, tb, d, ct, cnp, to_lab.ctypes.data, ng,
+                            to_val.ctypes.data)
+            if tb < m:
+                call_assign(ir_single, buf[tb:].ctypes.data, m - tb, d, ct, cnp,
+                            to_lab[tb:].ctypes.data, ng, to_val[tb:].ctypes.data)
+            if g0 > 0:
+                for i in range(m):
+                    if gval[i] < val[i]:
+                        val[i] = gval[i]
+                        lab[i] = glab[i] + g0 * per_block
+        first = cells[c]
+        for i in range(m):
+            r = rows_sorted[lo + i]
+            if val[i] < best[r]:
+                best[r] = val[i]
+                labels[r] = first + lab[i]
+
+
 def coarse_probes(X, coarse, n_probe):
     """The ``n_probe`` nearest coarse centres of each row (unordered), shape (n, p).
 
@@ -112,10 +228,11 @@ def coarse_probes(X, coarse, n_probe):
     cnorm = np.einsum("ij,ij->i", C, C).astype(X.dtype)
     out = np.empty((n, p), dtype=np.int64)
     tile = max(1, _COARSE_TILE_BYTES // (kc * X.itemsize))
+    G = np.empty((min(tile, n), kc), dtype=X.dtype)
     for s in range(0, n, tile):
-        G = X[s : s + tile] @ Ct
-        G += cnorm
-        _smallest(G, out[s : s + tile])
+        e = min(s + tile, n)
+        np.matmul(X[s:e], Ct, out=G[: e - s])
+        _smallest(G[: e - s], cnorm, out[s:e])
     return out
 
 
@@ -151,18 +268,29 @@ def probe_nearest(X, coarse, fine, cells, n_probe):
         return nearest_center(X, fine)
     probes = coarse_probes(X, coarse, n_probe)
     rows_sorted, bounds = _rows_by_cell(probes, cells.shape[0] - 1)
-    for c in np.flatnonzero(np.diff(bounds)):
-        lo, hi = int(cells[c]), int(cells[c + 1])
-        if hi <= lo:
-            continue
-        rows = rows_sorted[bounds[c] : bounds[c + 1]]
-        lab, dist = nearest_center(X[rows], fine[lo:hi])
-        # Cells come in increasing order and so do their centres: a strict '<' keeps
-        # the lowest index on ties.
-        better = dist < best[rows]
-        r = rows[better]
-        best[r] = dist[better]
-        labels[r] = lab[better] + lo
+    layout = _cell_layout(fine, cells, X.dtype)
+    if layout is not None:
+        (ir_block, ir_rows, ir_single, per_block, group), CT, cn, offs = layout
+        value = np.full(n, np.inf, dtype=X.dtype)
+        _search_cells(X, rows_sorted, bounds, cells, offs, CT, cn, ir_block, ir_rows,
+                      ir_single, per_block, group, labels, value)
+        found = labels >= 0
+        if found.any():
+            _numba.exact_sqdist(X, np.where(found, labels, 0), fine, best)
+            best[~found] = np.inf
+    else:
+        for c in np.flatnonzero(np.diff(bounds)):
+            lo, hi = int(cells[c]), int(cells[c + 1])
+            if hi <= lo:
+                continue
+            rows = rows_sorted[bounds[c] : bounds[c + 1]]
+            lab, dist = nearest_center(X[rows], fine[lo:hi])
+            # Cells come in increasing order and so do their centres: a strict '<'
+            # keeps the lowest index on ties.
+            better = dist < best[rows]
+            r = rows[better]
+            best[r] = dist[better]
+            labels[r] = lab[better] + lo
     missing = np.flatnonzero(labels < 0)
     if missing.size:
         # Rows whose probed cells hold no centre (cells of zero-weight rows only):
