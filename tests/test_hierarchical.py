@@ -296,3 +296,41 @@ def test_coarse_probe_selection_is_the_p_smallest_lowest_column_on_ties(seed):
         v = G + cnorm
         for i in range(t):
             np.testing.assert_array_equal(out[i], np.lexsort((np.arange(kc), v[i]))[:p])
+
+
+def test_auto_probes_take_the_fewest_that_lose_little():
+    from dclust.algorithms.hierarchical import (DEFAULT_N_PROBE, choose_n_probe, group_by_cell,
+                                                probe_recall)
+
+    rng = np.random.default_rng(5)
+    X = rng.uniform(-1, 1, size=(4000, 24))
+    coarse, fine, cells = group_by_cell(X[:600], 40, 0)
+    p = choose_n_probe(X, coarse, fine, cells, probes=(2, 4, 8, 16), target=0.002)
+    assert p in (2, 4, 8, 16)
+    if p < 16:
+        assert probe_recall(X, coarse, fine, cells, p)[1] <= 0.002
+    smaller = [q for q in (2, 4, 8, 16) if q < p]
+    assert all(probe_recall(X, coarse, fine, cells, q)[1] > 0.002 for q in smaller)
+    assert p > 2  # near-uniform in 24 features: two probes lose more than that
+    assert choose_n_probe(None, coarse, fine, cells) == DEFAULT_N_PROBE
+    assert choose_n_probe(X, coarse, fine, cells, probes=(64,)) == 40  # every cell: exact
+
+
+def test_auto_probes_on_clustered_and_near_uniform_data(blobs):
+    km = dclust.KMeans(240, algorithm="hierarchical", random_state=0, max_iter=5,
+                       progress=False).fit(blobs)
+    assert km.get_params()["n_probe"] == "auto"
+    assert km.n_probe_ == 4  # clustered: the fewest tried
+    X = np.random.default_rng(1).uniform(-1, 1, size=(8000, 32)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        uni = dclust.KMeans(400, algorithm="hierarchical", random_state=0, max_iter=3,
+                            progress=False).fit(X)
+    assert uni.n_probe_ > 4
+    # predict searches the probes the fit chose; an int set afterwards overrides them.
+    lab, _ = probe_nearest(X, uni.coarse_centers_, uni.cluster_centers_, uni.coarse_cells_,
+                           uni.n_probe_)
+    np.testing.assert_array_equal(uni.predict(X), lab)
+    uni.set_params(n_probe=1)
+    lab1, _ = probe_nearest(X, uni.coarse_centers_, uni.cluster_centers_, uni.coarse_cells_, 1)
+    np.testing.assert_array_equal(uni.predict(X), lab1)

@@ -185,15 +185,17 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         ``score`` and ``inertia_`` use the same probes. Euclidean only, without known
         classes. ``"auto"``: ``"hierarchical"`` from ``n_clusters=4096``, else
         ``"lloyd"``. ``"elkan"`` is refused with an explanation.
-    n_probe : int, default=4
+    n_probe : int or "auto", default="auto"
         With ``algorithm="hierarchical"``: coarse cells whose fine centres each row
         searches (more is closer to exact Lloyd and slower; at least the number of
-        coarse cells is exact). Can be changed after the fit to trade the speed of
-        ``predict`` against its exactness. On clustered data (embeddings, blobs) the
-        default ends within 1% of exact Lloyd's inertia; on data that is nearly uniform
-        at the scale of the coarse cells (many features, no structure) a probe misses
-        the nearest centre of many rows and the fit ends several % above it
-        (``probe_excess_`` measures it, and a ``ProbeRecallWarning`` says so).
+        coarse cells is exact). ``"auto"`` measures, on a sample at the fine stage's
+        centres, what 4, 8, 16 and 32 probes lose against the exact nearest centre and
+        takes the smallest that loses at most 0.1% (``n_probe_``): 4 on clustered data
+        (embeddings, blobs), more where the data is nearly uniform at the scale of the
+        coarse cells (many features, no structure), where too few probes end several %
+        above exact Lloyd's inertia. Can be changed after the fit to trade the speed of
+        ``predict`` against its exactness. ``probe_excess_`` measures the loss at the
+        final centres, and a ``ProbeRecallWarning`` says when it is above 0.5%.
     cache : {"auto", "memory", "none"}, default="auto"
         ``"memory"`` persists ``X`` on the workers for the fit; ``"none"`` streams it from
         its source (Zarr) on every pass; ``"auto"`` persists when it takes at most half
@@ -262,6 +264,10 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
     coarse_cells_ : ndarray of shape (n_coarse + 1,)
         Only with ``algorithm="hierarchical"``: ``cluster_centers_[coarse_cells_[c]:
         coarse_cells_[c + 1]]`` are coarse cell ``c``'s fine centres.
+    n_probe_ : int
+        Only with ``algorithm="hierarchical"``: the probes the fit searched (``n_probe``,
+        or what ``"auto"`` chose); ``predict`` and ``score`` use them while ``n_probe``
+        is ``"auto"``.
     probe_miss_rate_ : float
         Only with ``algorithm="hierarchical"`` and an ``init`` that draws a sample (not
         an array): on a uniform sample of up to 2,048 rows, the share whose ``n_probe``
@@ -304,8 +310,9 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         Param("copy_x", "no effect (X is never modified)", "bool", result=False, flag=None),
         Param("algorithm", "'lloyd' (exact), 'hierarchical' (two-level, for large k) or 'auto' "
               f"(hierarchical from k={HIERARCHICAL_MIN_K})", "choice", options=ALGORITHMS),
-        Param("n_probe", "coarse cells each row searches (algorithm='hierarchical')", "int",
-              low=1, metavar="N"),
+        Param("n_probe", "coarse cells each row searches (algorithm='hierarchical'; 'auto': "
+              "the fewest of 4, 8, 16, 32 that lose at most 0.1 percent on a sample)",
+              "int", low=1, options=("auto",), metavar="N"),
         *common("cache"),
         Param("init_size", "rows the seeding runs on", "int", low=1, none=True, metavar="N"),
         Param("oversampling_factor", "k-means|| candidates per round, times n_clusters",
@@ -318,14 +325,14 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
     )
     _fitted_arrays = ("cluster_centers_", "known_classes_", "coarse_centers_", "coarse_cells_")
     _fitted_scalars = ("inertia_", "n_iter_", "converged_", "n_features_in_", "n_passes_",
-                       "probe_miss_rate_", "probe_excess_")
+                       "n_probe_", "probe_miss_rate_", "probe_excess_")
 
     def __init__(self, n_clusters=8, *, init="k-means||", n_init="auto", max_iter=300, tol=1e-4,
                  verbose=0, random_state=None, copy_x=True, algorithm="lloyd", cache="auto",
                  init_size=None, oversampling_factor=2.0, init_max_iter=5, split_every=None,
                  progress=True, checkpoint=None, resume=False, storage_options=None,
                  device="auto", semi_supervised="auto", metric="euclidean",
-                 n_probe=DEFAULT_N_PROBE):
+                 n_probe="auto"):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -445,6 +452,7 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         if algorithm == "hierarchical":
             self.coarse_centers_ = np.asarray(best["coarse"]).astype(session.dtype)
             self.coarse_cells_ = np.asarray(best["cells"], dtype=np.int64)
+            self.n_probe_ = int(best["n_probe"])
             for name in ("probe_miss_rate_", "probe_excess_"):
                 self.__dict__.pop(name, None)
             if best["probe_miss"] is not None:
@@ -452,7 +460,7 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
                 self.probe_excess_ = float(best["probe_excess"])
             if getattr(self, "probe_excess_", 0.0) > PROBE_EXCESS_WARN:
                 warnings.warn(
-                    f"algorithm='hierarchical' with n_probe={self.n_probe}: on a sample, the "
+                    f"algorithm='hierarchical' with n_probe={self.n_probe_}: on a sample, the "
                     f"probed cells miss the nearest centre of {self.probe_miss_rate_:.0%} of "
                     f"the rows, whose squared distances sum {self.probe_excess_:.1%} above "
                     "the exact nearest's. The data looks nearly uniform at this scale, "
@@ -463,7 +471,7 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
                     stacklevel=2,
                 )
         else:
-            for name in ("coarse_centers_", "coarse_cells_", "probe_miss_rate_",
+            for name in ("coarse_centers_", "coarse_cells_", "n_probe_", "probe_miss_rate_",
                          "probe_excess_"):
                 self.__dict__.pop(name, None)
         self._init_inertia = best["init_inertia"]
@@ -480,11 +488,17 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
     def _centers64(self):
         return np.asarray(self.cluster_centers_, dtype=np.float64)
 
+    def _probes(self):
+        """Probes of predict and score: ``n_probe``, or the fit's choice for "auto"."""
+        if self.n_probe == "auto":
+            return int(getattr(self, "n_probe_", DEFAULT_N_PROBE))
+        return int(self.n_probe)
+
     def _predict_array(self, X):
         if hasattr(self, "coarse_centers_"):
             return map_rows(X, _probe_labels_block, self._centers64(),
                             np.asarray(self.coarse_centers_, dtype=np.float64),
-                            self.coarse_cells_, int(self.n_probe))
+                            self.coarse_cells_, self._probes())
         device = predict_device(getattr(self, "device", "auto"), X)
         return map_rows(X, _labels_block, self._centers64(), device, self.metric)
 
@@ -519,7 +533,7 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
         session = self._scoring_session(X, sample_weight)
         if hasattr(self, "coarse_centers_"):
             agg = probe_aggregation(self.coarse_centers_, self._centers64(), self.coarse_cells_,
-                                    int(self.n_probe), 0)
+                                    self._probes(), 0)
         else:
             agg = lloyd_aggregation(self._centers64(), 0, self.metric)
         res = session.run_pass({"lloyd": agg}, name="kmeans-score")
