@@ -405,6 +405,38 @@ def gemm_t_into(gemm, Xt, Cm, GT):
 
 
 @numba.njit(nogil=True, cache=True)
+def ir_assign_rows(X, t, CTb, cnb, ir_block, ir_rows, ir_single, group, lab, best, glab,
+                   gbest):
+    """Label the first ``t`` rows of ``X`` by the IR kernel (:mod:`._irassign`) over the
+    ``CTb.shape[0]`` centre blocks of ``CTb``/``cnb``, ``group`` blocks at a time (as
+    many as a core's cache holds): ``lab``/``best`` get each row's nearest centre and
+    kernel value, the running minimum kept across groups with a strict ``<`` (lowest
+    index on ties); ``glab``/``gbest`` are scratch of ``t`` rows when there are more
+    blocks than one group."""
+    d = X.shape[1]
+    nblk, _, per_block = CTb.shape
+    tb = (t // ir_rows) * ir_rows
+    for g0 in range(0, nblk, group):
+        ng = min(group, nblk - g0)
+        first = g0 * per_block
+        to_lab = lab if g0 == 0 else glab
+        to_best = best if g0 == 0 else gbest
+        ct = CTb[g0:].ctypes.data
+        cn = cnb[first:].ctypes.data
+        if tb > 0:
+            call_assign(ir_block, X.ctypes.data, tb, d, ct, cn, to_lab.ctypes.data, ng,
+                        to_best.ctypes.data)
+        if tb < t:
+            call_assign(ir_single, X[tb:].ctypes.data, t - tb, d, ct, cn,
+                        to_lab[tb:].ctypes.data, ng, to_best[tb:].ctypes.data)
+        if g0 > 0:
+            for i in range(t):
+                if gbest[i] < best[i]:
+                    best[i] = gbest[i]
+                    lab[i] = glab[i] + first
+
+
+@numba.njit(nogil=True, cache=True)
 def lloyd_chunk(gemm, X, Cm, cnorm, C, w, tile, GT, labels, sums, wsum, dist_out, far_d, far_i,
                 far_l, do_sums, ir_block, ir_rows, ir_single, CTb, cnb, nblk, group):
     """Assign every row of a chunk and fold it into the Lloyd statistics, in one call.
@@ -428,7 +460,6 @@ def lloyd_chunk(gemm, X, Cm, cnorm, C, w, tile, GT, labels, sums, wsum, dist_out
     kb = GT.shape[0]
     lab = np.empty(tile, dtype=np.int32)
     best = np.empty(tile, dtype=GT.dtype)
-    per_block = CTb.shape[2]
     glab = np.empty(tile if nblk > group else 0, dtype=np.int32)
     gbest = np.empty(tile if nblk > group else 0, dtype=GT.dtype)
     keep_labels = labels.shape[0] > 0
@@ -441,24 +472,8 @@ def lloyd_chunk(gemm, X, Cm, cnorm, C, w, tile, GT, labels, sums, wsum, dist_out
         t = min(tile, n - s)
         Xt = X[s : s + t]
         if ir_block != 0:
-            for g0 in range(0, nblk, group):
-                ng = min(group, nblk - g0)
-                first = g0 * per_block
-                to_lab = lab if g0 == 0 else glab
-                to_best = best if g0 == 0 else gbest
-                ct = CTb[g0:].ctypes.data
-                cn = cnb[first:].ctypes.data
-                tb = (t // ir_rows) * ir_rows
-                call_assign(ir_block, Xt.ctypes.data, tb, d, ct, cn, to_lab.ctypes.data, ng,
-                            to_best.ctypes.data)
-                if tb < t:
-                    call_assign(ir_single, Xt[tb:].ctypes.data, t - tb, d, ct, cn,
-                                to_lab[tb:].ctypes.data, ng, to_best[tb:].ctypes.data)
-                if g0 > 0:
-                    for i in range(t):
-                        if gbest[i] < best[i]:
-                            best[i] = gbest[i]
-                            lab[i] = glab[i] + first
+            ir_assign_rows(Xt, t, CTb, cnb, ir_block, ir_rows, ir_single, group, lab, best,
+                           glab, gbest)
         else:
             for jb in range(0, k, kb):
                 je = min(jb + kb, k)

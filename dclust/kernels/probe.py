@@ -28,7 +28,7 @@ import numpy as np
 
 from .._xp import array_namespace, is_numpy_namespace, to_numpy
 from . import _irassign, _numba
-from ._irassign import call_assign
+from ._numba import ir_assign_rows
 from .lloyd import lloyd_stats, nearest_center
 
 __all__ = ["coarse_probes", "probe_nearest", "probe_lloyd_partial"]
@@ -182,25 +182,9 @@ def _search_cells(X, rows_sorted, bounds, cells, offs, CT, cn, ir_block, ir_rows
             r = rows_sorted[lo + i]
             for f in range(d):
                 buf[i, f] = X[r, f]
-        tb = (m // ir_rows) * ir_rows
-        for g0 in range(0, nb, group):
-            ng = min(group, nb - g0)
-            b = offs[c] + g0
-            to_lab = lab if g0 == 0 else glab
-            to_val = val if g0 == 0 else gval
-            ct = CT[b:].ctypes.data
-            cnp = cn[b * per_block:].ctypes.data
-            if tb > 0:
-                call_assign(ir_block, buf.ctypes.data, tb, d, ct, cnp, to_lab.ctypes.data, ng,
-                            to_val.ctypes.data)
-            if tb < m:
-                call_assign(ir_single, buf[tb:].ctypes.data, m - tb, d, ct, cnp,
-                            to_lab[tb:].ctypes.data, ng, to_val[tb:].ctypes.data)
-            if g0 > 0:
-                for i in range(m):
-                    if gval[i] < val[i]:
-                        val[i] = gval[i]
-                        lab[i] = glab[i] + g0 * per_block
+        b0, b1 = offs[c], offs[c + 1]
+        ir_assign_rows(buf, m, CT[b0:b1], cn[b0 * per_block : b1 * per_block], ir_block,
+                       ir_rows, ir_single, group, lab, val, glab, gval)
         first = cells[c]
         for i in range(m):
             r = rows_sorted[lo + i]
