@@ -202,14 +202,16 @@ def workload_big(n, d, k, iters, workdir):
             t_pred = time.perf_counter() - t
         lost = len(cluster.workers) != 2 or len(client.scheduler_info()["workers"]) != 2
         row = {"n": n, "d": d, "k": k, "iters": iters, "fit_s": t_fit,
-               "inertia": km.inertia_, "passes": km.n_passes_,
+               "inertia": km.inertia_, "passes": km.n_passes_, "n_probe": km.n_probe_,
+               "probe_excess": getattr(km, "probe_excess_", None),
                "peak_worker_rss_gib": [v / 2**30 for v in mem.peak.values()],
                "predict_s": t_pred, "predict_graph_tasks": n_tasks,
                "predict_chunks": int(Xz.numblocks[0]),
                "predict_dclust_graphs": compute_count() - before,
                "labels_ok": bool(lab.shape == (n,) and lab.min() >= 0 and lab.max() < k),
                "workers_lost": bool(lost)}
-        log(f"  fit {t_fit:.1f} s ({km.n_passes_} passes), inertia {km.inertia_:.6g}, peak "
+        log(f"  fit {t_fit:.1f} s ({km.n_passes_} passes, n_probe {km.n_probe_}), inertia "
+            f"{km.inertia_:.6g}, peak "
             f"worker RSS {', '.join(f'{v:.2f}' for v in row['peak_worker_rss_gib'])} GiB; "
             f"predict {t_pred:.1f} s, {n_tasks} tasks over {row['predict_chunks']} chunks")
     return row
