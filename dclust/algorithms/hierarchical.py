@@ -45,8 +45,7 @@ from .sampling import sample_rows
 
 __all__ = ["HierarchicalLloyd", "HIERARCHICAL_MIN_K", "allocate_centres", "coarse_clusters",
            "choose_n_probe", "lloyd_in_memory", "probe_aggregation", "probe_recall",
-           "resolve_algorithm",
-           "DEFAULT_N_PROBE", "PROBE_EXCESS_WARN"]
+           "resolve_algorithm", "DEFAULT_N_PROBE", "PROBE_EXCESS_WARN"]
 
 # algorithm="auto" switches to the two-level fit from this many clusters: below it an
 # exact pass costs little more than the coarse search plus the probes.
@@ -451,8 +450,7 @@ class HierarchicalLloyd(Lloyd):
                 partial(_regrouped, step))
 
     def aggregation(self, state, n_far=N_FAR):
-        return probe_aggregation(state["coarse"], state["centers"], state["cells"],
-                                 state["n_probe"], n_far)
+        return _probe_aggs(state, n_far)["lloyd"]
 
     def finalize(self, session, state):
         state = self._with_probe(state)

@@ -56,6 +56,7 @@ __all__ = ["Algorithm", "FitSession"]
 ROUND_ITERATIONS = 4
 ROUND_PASS_SECONDS = 0.5
 
+
 class Algorithm:
     """The interface an iterative algorithm gives the :class:`FitSession`.
 

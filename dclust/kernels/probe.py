@@ -131,7 +131,6 @@ def _cell_layout(fine, cells, dtype):
     The kernel's block holds about the mean cell's centres; a larger cell takes several
     blocks, and each cell's last block is padded with ``+inf`` norms (never chosen).
     """
-    kc = cells.shape[0] - 1
     sizes = np.diff(cells)
     d = fine.shape[1]
     live = sizes[sizes > 0]

@@ -33,13 +33,11 @@ import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
 from .._xp import to_host
-from ..runtime.compute import (MIN_TASK_BYTES, MIN_TASKS,  # noqa: F401 (re-exported)
-                               chunk_placement, compute_graph, flatten_keys, group_size,
+from ..runtime.compute import (chunk_placement, compute_graph, flatten_keys, group_size,
                                persisted_base)
 
-__all__ = ["Aggregation", "ChunkContext", "align_rows", "build_pass", "run_chain", "run_pass",
-           "row_offsets",
-           "state_bytes", "fusion_enabled", "FUSE_ENV"]
+__all__ = ["Aggregation", "ChunkContext", "FUSE_ENV", "align_rows", "build_pass",
+           "fusion_enabled", "row_offsets", "run_chain", "run_pass", "state_bytes"]
 
 DEFAULT_SPLIT_EVERY = 8
 # ``DCLUST_FUSE=0`` builds the per-chunk graph even for persisted data (to compare them).

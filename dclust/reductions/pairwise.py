@@ -100,7 +100,6 @@ def _reduce_task(state, *stats):
     return state.agg.reduce(list(stats))
 
 
-
 def _tree(layer, name, leaves, split_every, func, state):
     depth = 0
     while len(leaves) > 1:

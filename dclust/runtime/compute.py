@@ -148,10 +148,6 @@ def scatter_array(X: np.ndarray, row_chunk: int, *, like=None):
         return _persist_placed(client, [arr], like=like)[0]
 
 
-def _ident(x):
-    return x
-
-
 class Placement:
     """Which worker holds each row chunk of a persisted array, and the workers' threads.
 
