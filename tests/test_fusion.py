@@ -203,3 +203,57 @@ def test_round_switch_refuses_bad_values(monkeypatch):
         round_limit()
     monkeypatch.setenv("DCLUST_ROUND", "3")
     assert round_limit() == 3
+
+
+def test_chain_on_one_worker_is_one_task_with_the_same_bits(monkeypatch):
+    """On one worker (the embedded cluster's case) a chain is one task that runs the
+    fused tasks' work on threads of its own: the same states, bit for bit, as the graph
+    of fused tasks and steps, with sample weights; on two workers, the graph."""
+    from dclust.algorithms.kmeans import lloyd_aggregation, lloyd_update
+    from dclust.reductions import engine
+
+    calls = []
+    local = engine._run_local_chain
+    monkeypatch.setattr(engine, "_run_local_chain",
+                        lambda *a: calls.append(a[7]) or local(*a))
+
+    def make_aggs(state):
+        return {"lloyd": lloyd_aggregation(state["centers"])}
+
+    def step(state, res):
+        return {**state, **lloyd_update(state, res["lloyd"], 0.0)}
+
+    rng = np.random.default_rng(5)
+    Xn = rng.normal(size=(7000, 3)) + rng.integers(0, 3, 7000)[:, None] * 2.0
+    wn = rng.random(7000)
+    runs = {}
+    for n_workers, switch in ((1, "1"), (1, "0"), (2, "1")):
+        with LocalCluster(n_workers=n_workers, threads_per_worker=2, processes=False,
+                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                Client(cluster) as client, client.as_current():
+            monkeypatch.setenv("DCLUST_LOCAL_CHAIN", switch)
+            X = scatter_array(Xn, 600)  # a range of chunks per worker
+            w = scatter_array(wn, 600, like=X)
+            assert len(set(chunk_placement(X).owner)) == n_workers
+            state = {"centers": Xn[:4].copy(), "n_iter": 0, "init_inertia": np.nan,
+                     "n_empty_total": 0}
+            before = compute_count()
+            runs[(n_workers, switch)] = engine.run_chain(X, make_aggs, step, state, 5,
+                                                         sample_weight=w)
+            assert compute_count() - before == 1
+            assert len(calls) == (1 if (n_workers, switch) == (1, "1") else 0), (n_workers, switch)
+            calls.clear()
+    ref = runs[(1, "0")]
+    for other in (runs[(1, "1")], runs[(2, "1")]):
+        for a, b in zip(ref, other):
+            np.testing.assert_array_equal(a["centers"], b["centers"])
+            assert a["inertia"] == b["inertia"] and a["n_iter"] == b["n_iter"]
+
+
+def test_local_chain_switch(monkeypatch):
+    from dclust.runtime.switches import local_chain_enabled
+
+    monkeypatch.setenv("DCLUST_LOCAL_CHAIN", "0")
+    assert not local_chain_enabled()
+    monkeypatch.delenv("DCLUST_LOCAL_CHAIN")
+    assert local_chain_enabled()

@@ -23,8 +23,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import threading
 import types
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -418,42 +420,55 @@ def _make_plan(placement, chunks_rows, g, s):
     return plan
 
 
-def _build_fused(plan, X, w, aligned, aggregations, layer_name, state_key=None):
-    from dask.highlevelgraph import MaterializedLayer
-
-    base, dtype = plan.base, plan.dtype
-    state, combine_state, state_layer = _state(aggregations, len(plan.threads), layer_name,
-                                               state_key)
-    x_name = base
-    others = ([] if w is None else [w.name]) + [a.name for a in aligned.values()]
+def _input_layers(plan, X, w, aligned):
+    """The graph layers a fused pass reads (the persisted arrays), their dependencies,
+    and their names."""
     layers, deps = {}, {}
     for coll in ([] if w is None else [w]) + list(aligned.values()):
         g_ = coll.__dask_graph__()
         layers.update(g_.layers)
         deps.update(g_.dependencies)
-    layers[x_name] = X.__dask_graph__().layers[x_name]
-    deps[x_name] = set()
-    reads = {x_name, *others}
+    layers[plan.base] = X.__dask_graph__().layers[plan.base]
+    deps[plan.base] = set()
+    reads = {plan.base, *([] if w is None else [w.name]), *(a.name for a in aligned.values())}
+    return layers, deps, reads
+
+
+def _thread_tasks(plan, X, w, aligned):
+    """``(worker, spec, argument keys)`` of each worker thread's fused task; the keys of
+    the other arrays' chunks are ``(name, chunk, 0, ...)``, a zero per axis past rows."""
+    others = ([] if w is None else [w.name]) + [a.name for a in aligned.values()]
+    tails = [(0,) * (coll.ndim - 1) for coll in ([] if w is None else [w]) + list(aligned.values())]
+    n_chunks = len(X.chunks[0])
+    out = []
+    for t, (worker, ranges, chunk_ids, nodes) in enumerate(plan.threads):
+        spec = _Spec(tree=plan.tree, g=plan.g, n_chunks=n_chunks, ranges=ranges, nodes=nodes,
+                     direct=plan.root_thread == t, has_weights=w is not None,
+                     aligned_names=tuple(aligned), dtype=plan.dtype)
+        args = plan.args.get((t, tuple(others)))
+        if args is None:  # the same keys every pass: made once (50,000 keys cost ~10 ms)
+            args = [(plan.base, c, 0) for c in chunk_ids]
+            for nm, tail in zip(others, tails):
+                args += [(nm, c, *tail) for c in chunk_ids]
+            plan.args[(t, tuple(others))] = args = tuple(args)
+        out.append((worker, spec, args))
+    return out
+
+
+def _build_fused(plan, X, w, aligned, aggregations, layer_name, state_key=None):
+    from dask.highlevelgraph import MaterializedLayer
+
+    state, combine_state, state_layer = _state(aggregations, len(plan.threads), layer_name,
+                                               state_key)
+    layers, deps, reads = _input_layers(plan, X, w, aligned)
     if state_layer:
         layers[state] = MaterializedLayer(state_layer)
         deps[state] = set()
         reads.add(state)
-    # Keys of the other arrays' chunks: (name, chunk, 0, ...) as many zeros as axes past rows.
-    tails = [(0,) * (coll.ndim - 1) for coll in ([] if w is None else [w]) + list(aligned.values())]
     by_worker = {}
     thread_keys = []
-    n_chunks = len(X.chunks[0])
-    for t, (worker, ranges, chunk_ids, nodes) in enumerate(plan.threads):
+    for t, (worker, spec, args) in enumerate(_thread_tasks(plan, X, w, aligned)):
         key = (f"{layer_name}-fused", t)
-        spec = _Spec(tree=plan.tree, g=plan.g, n_chunks=n_chunks, ranges=ranges, nodes=nodes,
-                     direct=plan.root_thread == t, has_weights=w is not None,
-                     aligned_names=tuple(aligned), dtype=dtype)
-        args = plan.args.get((t, tuple(others)))
-        if args is None:  # the same keys every pass: made once (50,000 keys cost ~10 ms)
-            args = [(x_name, c, 0) for c in chunk_ids]
-            for nm, tail in zip(others, tails):
-                args += [(nm, c, *tail) for c in chunk_ids]
-            plan.args[(t, tuple(others))] = args = tuple(args)
         by_worker.setdefault(worker, {})[key] = (_fused_task, state, spec, *args)
         thread_keys.append(key)
     for i, (worker, tasks) in enumerate(by_worker.items()):
@@ -622,6 +637,92 @@ def _take_root(graph, root):
     return (_identity, root)
 
 
+class _Local:
+    """What one task running a whole chain needs of a fused plan: each thread's spec and
+    how many of the task's arguments are its blocks, the upper nodes, and the root."""
+
+    __slots__ = ("specs", "counts", "upper", "root_thread", "root")
+
+    def __init__(self, **kw):
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+
+_POOLS: dict = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _local_pool(n):
+    """A process-wide pool of ``n`` threads for :func:`_local_chain`."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(n)
+        if pool is None:
+            pool = _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="dclust-pass")
+    return pool
+
+
+def _local_chain(step, make_aggs, state, n_passes, layout, *blocks):
+    """A chain of passes in one task, on the worker holding every chunk: each pass runs
+    the fused tasks' work on a thread each, then the upper nodes and the step, in the
+    order the chained graph runs them, so every state has the same bits."""
+    state = state.value
+    parts, pos = [], 0
+    for c in layout.counts:
+        parts.append(blocks[pos:pos + c])
+        pos += c
+    pool = _local_pool(len(parts)) if len(parts) > 1 else None
+    out = []
+    for _ in range(n_passes):
+        aggs = make_aggs(state)
+        if pool is None:
+            results = [_fused_task(aggs, layout.specs[0], *parts[0])]
+        else:
+            results = list(pool.map(lambda t: _fused_task(aggs, layout.specs[t], *parts[t]),
+                                    range(len(parts))))
+        nodes = {}
+        for node, kids in layout.upper:
+            nodes[node] = _combine_task(
+                aggs, *[nodes[nd] if t is None else results[t][nd] for t, nd in kids])
+        stats = results[layout.root_thread] if layout.root_thread is not None else \
+            nodes[layout.root]
+        res = {n: (a.finalize(stats[n]) if a.finalize is not None else stats[n])
+               for n, a in aggs.items()}
+        state = step(state, res)
+        out.append(state)
+    return out
+
+
+def _one_worker_plan(X, w, aligned, split_every, fuse):
+    """The fused plan of a pass over ``X`` when every thread of it sits on one worker
+    (the embedded cluster's case), else ``None``."""
+    from ..runtime.switches import local_chain_enabled
+
+    if not (fusion_enabled(fuse) and local_chain_enabled()):
+        return None
+    g = group_size(X.chunks[0], X.shape[1] * X.dtype.itemsize)
+    plan = _fused_plan(X, w, aligned, g, split_every)
+    if plan is None or len({worker for worker, *_ in plan.threads}) != 1:
+        return None
+    return plan
+
+
+def _run_local_chain(plan, X, w, aligned, make_aggs, step, state, n_passes, name):
+    from dask.highlevelgraph import MaterializedLayer
+
+    layers, deps, reads = _input_layers(plan, X, w, aligned)
+    tasks = _thread_tasks(plan, X, w, aligned)
+    layout = _Local(specs=tuple(spec for _, spec, _ in tasks),
+                    counts=tuple(len(args) for *_, args in tasks), upper=tuple(plan.upper),
+                    root_thread=plan.root_thread, root=plan.tree.root)
+    key = f"{name}-local-{uuid.uuid4().hex[:12]}"
+    layers[key] = MaterializedLayer(
+        {key: (_local_chain, step, make_aggs, _Value(state), int(n_passes), layout,
+               *[k for *_, args in tasks for k in args])},
+        annotations={"workers": [tasks[0][0]], "allow_other_workers": True})
+    deps[key] = set(reads)
+    return compute_graph(HighLevelGraph(layers, deps), key)
+
+
 def run_chain(X, make_aggs, step, state, n_passes, *, sample_weight=None, aligned=None,
               split_every=None, name="dclust-chain", fuse=None):
     """Several passes in one computation, each pass's state made on the cluster from the
@@ -651,11 +752,27 @@ def run_chain(X, make_aggs, step, state, n_passes, *, sample_weight=None, aligne
     Returns
     -------
     list of the ``n_passes`` states after each pass.
+
+    Notes
+    -----
+    When the pass is fused and all its threads sit on one worker (the embedded local
+    cluster), the whole chain is one task on that worker, which runs each pass's
+    fused tasks on threads of its own and the combines and steps between them: no
+    scheduler round trip between passes (each cost 5-10 ms). ``DCLUST_LOCAL_CHAIN=0``
+    turns that off. The states are the same bits either way.
     """
     from dask.highlevelgraph import MaterializedLayer
 
     if X.shape[0] == 0:
         raise ValueError("run_chain needs at least one row")
+    s = int(split_every or DEFAULT_SPLIT_EVERY)
+    if s < 2:
+        raise ValueError(f"split_every={split_every!r} must be >= 2.")
+    aligned_rows = {k: align_rows(a, X.chunks[0]) for k, a in (aligned or {}).items()}
+    plan = _one_worker_plan(X, sample_weight, aligned_rows, s, fuse)
+    if plan is not None:
+        return _run_local_chain(plan, X, sample_weight, aligned_rows, make_aggs, step, state,
+                                n_passes, name)
     token = uuid.uuid4().hex[:12]
     step_name = f"{name}-step-{token}"
     first = make_aggs(state)
