@@ -4,6 +4,7 @@ Run from the repository root::
 
     python benchmarks/bench_scale.py                 # 100 ... 50,000 chunks, 1-4 workers
     python benchmarks/bench_scale.py --quick         # 100 and 1,000 chunks, 1-2 workers
+    python benchmarks/bench_scale.py --per-worker 2,4,8  # what a worker adds to a pass
 
 Passes run over persisted float32 data cut into small chunks (``--rows`` x ``--d``,
 64 x 16 by default: the work per chunk is negligible, so the time is the scheduler's),
@@ -118,6 +119,47 @@ def pass_times(chunks_list, workers_list, threads, rows, d, k, repeats, unfused_
                     f"{replicas}")
                 X = variants = None  # release the chunks before the next count
     return out
+
+
+def worker_times(workers_list, chunks=64, rows=64, d=16, repeats=21, seed=0):
+    """Median seconds of a fused column-sum pass over a fixed ``chunks`` chunks on
+    ``workers_list`` worker processes of one thread: with the chunk count fixed and the
+    work negligible, the slope over workers is what each worker adds to a pass
+    (its task's submission, result and share of the combine tree). Worker counts that
+    divide ``chunks / split_every`` (2, 4, 8) give every worker whole subtrees, so the
+    tree above the workers has the same depth for each and the slope holds no extra
+    hop; with more workers than cores the workers share them, so on a small machine the
+    slope is an upper bound."""
+    from distributed import Client, LocalCluster, wait
+
+    import dclust.runtime.compute as compute
+    from dclust.reductions.engine import Aggregation, run_pass
+
+    compute.MIN_TASK_BYTES = 1
+    SUM = Aggregation("bench-sum", _sum_chunk, _sum_combine)
+    Xn = np.random.default_rng(seed).normal(size=(chunks * rows, d)).astype(np.float32)
+    out = []
+    for workers in workers_list:
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
+                Client(cluster) as client, client.as_current():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                X = compute.scatter_array(Xn, rows)
+                wait(X)
+            holders = len({h for hs in client.who_has(X).values() for h in hs})
+            for _ in range(3):
+                run_pass(X, {"s": SUM}, fuse=True)
+            ts = [_timed(lambda: run_pass(X, {"s": SUM}, fuse=True)) for _ in range(repeats)]
+            med = statistics.median(ts)
+            out.append({"workers": workers, "chunks": chunks, "pass_s": med,
+                        "workers_holding_chunks": holders, "repeats": repeats})
+            log(f"  workers={workers} chunks={chunks} fused-sum {med * 1e3:8.2f} ms "
+                f"(chunks on {holders} workers)")
+            X = None
+    A = np.array([[1.0, r["workers"]] for r in out])
+    coef, *_ = np.linalg.lstsq(A, np.array([r["pass_s"] for r in out]), rcond=None)
+    return out, {"a_ms": coef[0] * 1e3, "per_worker_ms": coef[1] * 1e3}
 
 
 def fit(rows):
@@ -259,8 +301,22 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--inputs-only", action="store_true",
                    help="only the per-core, per-chunk work and reduction inputs")
+    p.add_argument("--per-worker", default=None, metavar="W1,W2,...",
+                   help="only the per-worker cost: a fused pass over 64 chunks on each of "
+                        "these worker counts (one thread each), 21 passes each, and the "
+                        "slope of a least-squares line through the medians")
     p.add_argument("--json", help="write every figure to this file")
     args = p.parse_args(argv)
+    if args.per_worker:
+        info = machine.describe()
+        log(f"machine: {info['label']}, {info['cores']} cores")
+        rows, line = worker_times([int(w) for w in args.per_worker.split(",")])
+        print("| workers | chunks on | fused pass over 64 chunks (ms) |\n|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['workers']} | {r['workers_holding_chunks']} | {r['pass_s'] * 1e3:.2f} |")
+        print(f"\nper worker: {line['per_worker_ms']:.2f} ms, intercept {line['a_ms']:.2f} ms")
+        print(json.dumps({"machine": info, "rows": rows, "line": line}, default=float))
+        return
     if args.quick:
         args.chunks, args.workers, args.repeats = "100,1000", "1,2", 1
     chunks = [int(c) for c in args.chunks.split(",")]
