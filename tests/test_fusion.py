@@ -121,10 +121,11 @@ def test_kmeans_fit_counts_one_computation_per_pass_fused_or_not(monkeypatch):
     from dclust.reductions import engine
 
     monkeypatch.setenv("DCLUST_ROUND", "1")  # one computation per pass
-    fused_builds = []
-    build = engine._build_fused
+    fused_builds = []  # a fused graph, or the one task it becomes on one worker
+    build, local = engine._build_fused, engine._run_local
     monkeypatch.setattr(engine, "_build_fused",
                         lambda *a, **k: fused_builds.append(1) or build(*a, **k))
+    monkeypatch.setattr(engine, "_run_local", lambda *a: fused_builds.append(1) or local(*a))
     Xn = np.random.default_rng(4).normal(size=(5000, 3)).astype(np.float32)
     X = da.from_array(Xn, chunks=(400, 3))
     fits = []
@@ -205,17 +206,18 @@ def test_round_switch_refuses_bad_values(monkeypatch):
     assert round_limit() == 3
 
 
-def test_chain_on_one_worker_is_one_task_with_the_same_bits(monkeypatch):
-    """On one worker (the embedded cluster's case) a chain is one task that runs the
-    fused tasks' work on threads of its own: the same states, bit for bit, as the graph
-    of fused tasks and steps, with sample weights; on two workers, the graph."""
+def test_pass_and_chain_on_one_worker_are_one_task_with_the_same_bits(monkeypatch):
+    """On one worker (the embedded cluster's case) a pass, or a chain of passes, is one
+    task that runs the fused tasks' work on threads of its own: the same bits as the
+    graph of fused tasks, combines and steps, with sample weights; on two workers, the
+    graph."""
     from dclust.algorithms.kmeans import lloyd_aggregation, lloyd_update
     from dclust.reductions import engine
 
     calls = []
-    local = engine._run_local_chain
-    monkeypatch.setattr(engine, "_run_local_chain",
-                        lambda *a: calls.append(a[7]) or local(*a))
+    local = engine._run_local
+    monkeypatch.setattr(engine, "_run_local",
+                        lambda *a: calls.append(a[5][0].__name__) or local(*a))
 
     def make_aggs(state):
         return {"lloyd": lloyd_aggregation(state["centers"])}
@@ -226,12 +228,12 @@ def test_chain_on_one_worker_is_one_task_with_the_same_bits(monkeypatch):
     rng = np.random.default_rng(5)
     Xn = rng.normal(size=(7000, 3)) + rng.integers(0, 3, 7000)[:, None] * 2.0
     wn = rng.random(7000)
-    runs = {}
+    runs, passes = {}, {}
     for n_workers, switch in ((1, "1"), (1, "0"), (2, "1")):
         with LocalCluster(n_workers=n_workers, threads_per_worker=2, processes=False,
                           dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
                 Client(cluster) as client, client.as_current():
-            monkeypatch.setenv("DCLUST_LOCAL_CHAIN", switch)
+            monkeypatch.setenv("DCLUST_ONE_TASK", switch)
             X = scatter_array(Xn, 600)  # a range of chunks per worker
             w = scatter_array(wn, 600, like=X)
             assert len(set(chunk_placement(X).owner)) == n_workers
@@ -241,19 +243,26 @@ def test_chain_on_one_worker_is_one_task_with_the_same_bits(monkeypatch):
             runs[(n_workers, switch)] = engine.run_chain(X, make_aggs, step, state, 5,
                                                          sample_weight=w)
             assert compute_count() - before == 1
-            assert len(calls) == (1 if (n_workers, switch) == (1, "1") else 0), (n_workers, switch)
+            local_here = (n_workers, switch) == (1, "1")
+            assert calls == (["_local_chain"] if local_here else []), (n_workers, switch)
+            calls.clear()
+            one = engine.run_pass(X, make_aggs(state), sample_weight=w)
+            assert calls == (["_local_pass"] if local_here else []), (n_workers, switch)
+            passes[(n_workers, switch)] = one["lloyd"]
             calls.clear()
     ref = runs[(1, "0")]
     for other in (runs[(1, "1")], runs[(2, "1")]):
         for a, b in zip(ref, other):
             np.testing.assert_array_equal(a["centers"], b["centers"])
             assert a["inertia"] == b["inertia"] and a["n_iter"] == b["n_iter"]
+    for other in (passes[(1, "1")], passes[(2, "1")]):
+        _same(passes[(1, "0")], other)
 
 
-def test_local_chain_switch(monkeypatch):
-    from dclust.runtime.switches import local_chain_enabled
+def test_one_task_switch(monkeypatch):
+    from dclust.runtime.switches import one_task_enabled
 
-    monkeypatch.setenv("DCLUST_LOCAL_CHAIN", "0")
-    assert not local_chain_enabled()
-    monkeypatch.delenv("DCLUST_LOCAL_CHAIN")
-    assert local_chain_enabled()
+    monkeypatch.setenv("DCLUST_ONE_TASK", "0")
+    assert not one_task_enabled()
+    monkeypatch.delenv("DCLUST_ONE_TASK")
+    assert one_task_enabled()

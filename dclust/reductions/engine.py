@@ -653,7 +653,7 @@ _POOLS_LOCK = threading.Lock()
 
 
 def _local_pool(n):
-    """A process-wide pool of ``n`` threads for :func:`_local_chain`."""
+    """A process-wide pool of ``n`` threads for the one-task passes."""
     with _POOLS_LOCK:
         pool = _POOLS.get(n)
         if pool is None:
@@ -661,30 +661,45 @@ def _local_pool(n):
     return pool
 
 
-def _local_chain(step, make_aggs, state, n_passes, layout, *blocks):
-    """A chain of passes in one task, on the worker holding every chunk: each pass runs
-    the fused tasks' work on a thread each, then the upper nodes and the step, in the
-    order the chained graph runs them, so every state has the same bits."""
-    state = state.value
+def _local_parts(layout, blocks):
     parts, pos = [], 0
     for c in layout.counts:
         parts.append(blocks[pos:pos + c])
         pos += c
-    pool = _local_pool(len(parts)) if len(parts) > 1 else None
+    return parts, (_local_pool(len(parts)) if len(parts) > 1 else None)
+
+
+def _local_stats(aggs, layout, parts, pool):
+    """One pass's merged statistics on one worker: the fused tasks' work on a thread
+    each, then the upper nodes, in the order the fused graph runs them (same bits)."""
+    if pool is None:
+        results = [_fused_task(aggs, layout.specs[0], *parts[0])]
+    else:
+        results = list(pool.map(lambda t: _fused_task(aggs, layout.specs[t], *parts[t]),
+                                range(len(parts))))
+    nodes = {}
+    for node, kids in layout.upper:
+        nodes[node] = _combine_task(
+            aggs, *[nodes[nd] if t is None else results[t][nd] for t, nd in kids])
+    return results[layout.root_thread] if layout.root_thread is not None else \
+        nodes[layout.root]
+
+
+def _local_pass(aggs, layout, *blocks):
+    """A fused pass in one task, on the worker holding every chunk."""
+    parts, pool = _local_parts(layout, blocks)
+    return _local_stats(_aggs(aggs), layout, parts, pool)
+
+
+def _local_chain(step, make_aggs, state, n_passes, layout, *blocks):
+    """A chain of passes in one task, on the worker holding every chunk: each pass as
+    :func:`_local_pass`, then the step, as the chained graph runs them (same bits)."""
+    state = state.value
+    parts, pool = _local_parts(layout, blocks)
     out = []
     for _ in range(n_passes):
         aggs = make_aggs(state)
-        if pool is None:
-            results = [_fused_task(aggs, layout.specs[0], *parts[0])]
-        else:
-            results = list(pool.map(lambda t: _fused_task(aggs, layout.specs[t], *parts[t]),
-                                    range(len(parts))))
-        nodes = {}
-        for node, kids in layout.upper:
-            nodes[node] = _combine_task(
-                aggs, *[nodes[nd] if t is None else results[t][nd] for t, nd in kids])
-        stats = results[layout.root_thread] if layout.root_thread is not None else \
-            nodes[layout.root]
+        stats = _local_stats(aggs, layout, parts, pool)
         res = {n: (a.finalize(stats[n]) if a.finalize is not None else stats[n])
                for n, a in aggs.items()}
         state = step(state, res)
@@ -695,9 +710,9 @@ def _local_chain(step, make_aggs, state, n_passes, layout, *blocks):
 def _one_worker_plan(X, w, aligned, split_every, fuse):
     """The fused plan of a pass over ``X`` when every thread of it sits on one worker
     (the embedded cluster's case), else ``None``."""
-    from ..runtime.switches import local_chain_enabled
+    from ..runtime.switches import one_task_enabled
 
-    if not (fusion_enabled(fuse) and local_chain_enabled()):
+    if not (fusion_enabled(fuse) and one_task_enabled()):
         return None
     g = group_size(X.chunks[0], X.shape[1] * X.dtype.itemsize)
     plan = _fused_plan(X, w, aligned, g, split_every)
@@ -706,7 +721,8 @@ def _one_worker_plan(X, w, aligned, split_every, fuse):
     return plan
 
 
-def _run_local_chain(plan, X, w, aligned, make_aggs, step, state, n_passes, name):
+def _run_local(plan, X, w, aligned, name, head):
+    """Compute the one task ``head + (layout, *chunk keys)`` on the plan's worker."""
     from dask.highlevelgraph import MaterializedLayer
 
     layers, deps, reads = _input_layers(plan, X, w, aligned)
@@ -716,11 +732,19 @@ def _run_local_chain(plan, X, w, aligned, make_aggs, step, state, n_passes, name
                     root_thread=plan.root_thread, root=plan.tree.root)
     key = f"{name}-local-{uuid.uuid4().hex[:12]}"
     layers[key] = MaterializedLayer(
-        {key: (_local_chain, step, make_aggs, _Value(state), int(n_passes), layout,
-               *[k for *_, args in tasks for k in args])},
+        {key: (*head, layout, *[k for *_, args in tasks for k in args])},
         annotations={"workers": [tasks[0][0]], "allow_other_workers": True})
     deps[key] = set(reads)
     return compute_graph(HighLevelGraph(layers, deps), key)
+
+
+def _local_inputs(X, sample_weight, aligned, split_every, fuse):
+    """``(plan, aligned rows)``: the one-worker plan (or ``None``) of a pass."""
+    s = int(split_every or DEFAULT_SPLIT_EVERY)
+    if s < 2:
+        raise ValueError(f"split_every={split_every!r} must be >= 2.")
+    rows = {k: align_rows(a, X.chunks[0]) for k, a in (aligned or {}).items()}
+    return _one_worker_plan(X, sample_weight, rows, s, fuse), rows
 
 
 def run_chain(X, make_aggs, step, state, n_passes, *, sample_weight=None, aligned=None,
@@ -758,21 +782,17 @@ def run_chain(X, make_aggs, step, state, n_passes, *, sample_weight=None, aligne
     When the pass is fused and all its threads sit on one worker (the embedded local
     cluster), the whole chain is one task on that worker, which runs each pass's
     fused tasks on threads of its own and the combines and steps between them: no
-    scheduler round trip between passes (each cost 5-10 ms). ``DCLUST_LOCAL_CHAIN=0``
+    scheduler round trip between passes (each cost 5-10 ms). ``DCLUST_ONE_TASK=0``
     turns that off. The states are the same bits either way.
     """
     from dask.highlevelgraph import MaterializedLayer
 
     if X.shape[0] == 0:
         raise ValueError("run_chain needs at least one row")
-    s = int(split_every or DEFAULT_SPLIT_EVERY)
-    if s < 2:
-        raise ValueError(f"split_every={split_every!r} must be >= 2.")
-    aligned_rows = {k: align_rows(a, X.chunks[0]) for k, a in (aligned or {}).items()}
-    plan = _one_worker_plan(X, sample_weight, aligned_rows, s, fuse)
+    plan, rows = _local_inputs(X, sample_weight, aligned, split_every, fuse)
     if plan is not None:
-        return _run_local_chain(plan, X, sample_weight, aligned_rows, make_aggs, step, state,
-                                n_passes, name)
+        return _run_local(plan, X, sample_weight, rows, name,
+                          (_local_chain, step, make_aggs, _Value(state), int(n_passes)))
     token = uuid.uuid4().hex[:12]
     step_name = f"{name}-step-{token}"
     first = make_aggs(state)
@@ -818,15 +838,22 @@ def run_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every=N
 
     Exactly one computation is submitted. Returns a dict keyed like ``aggregations``.
     ``aligned``: row-aligned arrays the chunk functions read, and ``fuse``, as in
-    :func:`build_pass`.
+    :func:`build_pass`. A fused pass whose threads all sit on one worker is one task
+    there (as in :func:`run_chain`; ``DCLUST_ONE_TASK=0`` turns that off), with the
+    same bits as the fused graph.
     """
     if X.shape[0] == 0:
         raise ValueError("run_pass needs at least one row")
-    graph, key = build_pass(
-        X, aggregations, sample_weight=sample_weight, aligned=aligned, split_every=split_every,
-        name=name, fuse=fuse
-    )
-    stats = compute_graph(graph, key)
+    plan, rows = _local_inputs(X, sample_weight, aligned, split_every, fuse)
+    if plan is not None:
+        stats = _run_local(plan, X, sample_weight, rows, name,
+                           (_local_pass, _Inline(dict(aggregations))))
+    else:
+        graph, key = build_pass(
+            X, aggregations, sample_weight=sample_weight, aligned=aligned,
+            split_every=split_every, name=name, fuse=fuse
+        )
+        stats = compute_graph(graph, key)
     out = {}
     for agg_name, agg in aggregations.items():
         s = stats[agg_name]

@@ -21,11 +21,12 @@ next call.
     passes off; unset, dclust chains up to 4 (8 for passes under 0.1 s) when a pass is
     short enough for its fixed cost to matter.
 
-``DCLUST_LOCAL_CHAIN``
-    ``0`` keeps chained passes over data persisted on a single worker as a graph of
-    tasks (a fused task per thread, a step task between passes); unset, or anything
-    else, runs such a chain as one task on that worker
-    (:func:`dclust.reductions.engine.run_chain`).
+``DCLUST_ONE_TASK``
+    ``0`` keeps passes and chained passes over data persisted on a single worker as
+    graphs of tasks (a fused task per thread, a combine or step task after them);
+    unset, or anything else, runs each as one task on that worker, which runs the
+    threads' work on threads of its own (:func:`dclust.reductions.engine.run_pass`,
+    :func:`~dclust.reductions.engine.run_chain`).
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ import os
 
 from ..kernels import _hooks
 
-__all__ = ["GC_FREEZE_ENV", "IR_ASSIGN_ENV", "LOCAL_CHAIN_ENV", "ROUND_ENV", "gc_freeze_enabled",
-           "install", "ir_assign_enabled", "local_chain_enabled", "round_limit"]
+__all__ = ["GC_FREEZE_ENV", "IR_ASSIGN_ENV", "ONE_TASK_ENV", "ROUND_ENV", "gc_freeze_enabled",
+           "install", "ir_assign_enabled", "one_task_enabled", "round_limit"]
 
 IR_ASSIGN_ENV = "DCLUST_IR_ASSIGN"
 GC_FREEZE_ENV = "DCLUST_GC_FREEZE"
 ROUND_ENV = "DCLUST_ROUND"
-LOCAL_CHAIN_ENV = "DCLUST_LOCAL_CHAIN"
+ONE_TASK_ENV = "DCLUST_ONE_TASK"
 
 
 def ir_assign_enabled() -> bool:
@@ -53,9 +54,10 @@ def gc_freeze_enabled() -> bool:
     return os.environ.get(GC_FREEZE_ENV, "1") != "0"
 
 
-def local_chain_enabled() -> bool:
-    """Whether a chain over one worker's data runs as one task: ``DCLUST_LOCAL_CHAIN`` is not ``"0"``."""
-    return os.environ.get(LOCAL_CHAIN_ENV, "1") != "0"
+def one_task_enabled() -> bool:
+    """Whether a pass or chain over one worker's data runs as one task: ``DCLUST_ONE_TASK``
+    is not ``"0"``."""
+    return os.environ.get(ONE_TASK_ENV, "1") != "0"
 
 
 def round_limit() -> int | None:
