@@ -42,6 +42,14 @@ def inertia_aggregation(st, rows=None, labels=None):
                        partial(sum_combine, keys=("inertia", "weight"))).bind(st, rows, labels)
 
 
+def _chain_aggs(algo, state):
+    return algo.pass_aggregations(state)
+
+
+def _chain_step(algo, state, res, tol_abs):
+    return algo.after_pass(state, res, tol_abs)
+
+
 class BalancedLloyd(Algorithm):
     """Outer k-means iterations with a Sinkhorn assignment, one pass per step.
 
@@ -114,8 +122,8 @@ class BalancedLloyd(Algorithm):
                 "converged": False, "done": False, "err": math.inf, "sk_converged": False,
                 "log_col": np.zeros(0)}
 
-    def one_iteration(self, session, state):
-        state = dict(state)
+    def _solve(self, state):
+        """The Sinkhorn solver of ``state``'s outer iteration and its solve's state."""
         solver = self._solver(state)
         sk = state["sk"]
         if sk is None:
@@ -124,7 +132,20 @@ class BalancedLloyd(Algorithm):
             if g is not None and g.shape[0] != k1:
                 g = np.append(g, 0.0) if solver.template.virtual else g[: self.k]
             sk = solver.start(g)
-        sk = solver.step(session, sk)
+        return solver, sk
+
+    def pass_aggregations(self, state):
+        """The pass of the next iteration (a Sinkhorn iteration of the current solve)."""
+        solver, sk = self._solve(state)
+        return solver.aggregations(sk)
+
+    def after_pass(self, state, res, tol_abs):
+        """The state after that pass returned ``res``: the solve's column update and, once
+        the solve is over, the centres' move. A function of its arguments alone, so that
+        a chain runs it on a worker."""
+        state = dict(state)
+        solver, sk = self._solve(state)
+        sk = solver.advance(sk, res)
         if not sk["done"]:
             state["sk"] = sk
             return state
@@ -137,12 +158,27 @@ class BalancedLloyd(Algorithm):
         shift = float(((new - centers) ** 2).sum())
         it = state["it"]
         schedule_done = self.rho_at(it) >= self.rho_at(self.max_iter - 1)
-        converged = shift <= _tolerance(session.data_stats, self.tol) and schedule_done
+        converged = shift <= tol_abs and schedule_done
         state.update(centers=new, g=sk["g"], it=it + 1, sk=None, n_sk=state["n_sk"] + sk["n_passes"],
                      shift=shift, converged=converged, err=float(sk["err"]),
                      sk_converged=bool(sk["converged"]), log_col=sk["log_col"],
                      done=converged or it + 1 >= self.max_iter)
         return state
+
+    def one_iteration(self, session, state):
+        res = session.run_pass(self.pass_aggregations(state), name="balanced-kmeans-sinkhorn")
+        return self.after_pass(state, res, _tolerance(session.data_stats, self.tol))
+
+    def iterations(self, session, state, n):
+        """Up to ``n`` Sinkhorn iterations (passes) in one round trip to the cluster, across
+        the end of a solve and the centres' move when they come (Sinkhorn's passes are
+        short: one row update each)."""
+        if int(n) <= 1 or session.data_stats is None:
+            return [self.one_iteration(session, state)]
+        tol_abs = _tolerance(session.data_stats, self.tol)
+        return session.run_chain(partial(_chain_aggs, self),
+                                 partial(_chain_step, self, tol_abs=tol_abs), state, int(n),
+                                 name="balanced-kmeans-sinkhorn")
 
     def converged(self, state):
         return bool(state["done"])

@@ -338,8 +338,9 @@ class FitSession:
         :data:`ROUND_PASS_SECONDS` that cost is a large share of it, and up to
         :data:`ROUND_ITERATIONS` iterations run per round trip, twice as many when it
         took less than a fifth of that (``DCLUST_ROUND`` overrides: ``1`` never
-        chains). The results do not depend on it, only the passes made after
-        convergence (at most ``2 * ROUND_ITERATIONS - 1``, dropped).
+        chains). The results, ``n_passes`` included, do not depend on it; only the
+        work done does: a chain may run up to ``2 * ROUND_ITERATIONS - 1`` passes past
+        convergence, which are dropped and not counted.
         """
         from ..runtime.switches import round_limit
 
@@ -435,7 +436,6 @@ class FitSession:
             while not algo.converged(state):
                 before = self.n_passes
                 states = algo.iterations(self, state, self.round_size())
-                made = self.n_passes
                 for i, state in enumerate(states):
                     if len(states) > 1:
                         # A chain: one pass per state, so a checkpoint of state i says
@@ -447,8 +447,9 @@ class FitSession:
                         print(algo.describe(state), flush=True)
                     self._save(run, state, best)
                     if algo.converged(state):
+                        # A chain's passes past convergence are dropped and not counted,
+                        # so n_passes_ does not depend on how passes were chained.
                         break
-                self.n_passes = made  # passes after convergence were made all the same
             result = algo.finalize(self, state)
             if best is None or (key is not None and key(result) < key(best)):
                 best = result

@@ -119,26 +119,33 @@ class SinkhornSolver:
             phi[: self.kr] = self.reg_m / (self.reg_m + eps) if math.isfinite(self.reg_m) else 1.0
         return phi
 
-    def _pass(self, session, g, eps, want_sums):
-        st = replace(self.template, g=g, eps=eps, want_sums=want_sums)
-        res = session.run_pass({"sk": sinkhorn_aggregation(st)}, name=self.name)["sk"]
-        return res, column_log_sums(res)
+    def _sums_now(self, s: dict) -> bool:
+        at_target = s["eps"] <= self.reg
+        last_chance = s["it"] == self.max_iter - 1
+        return self.want_sums and at_target and (s["err"] <= 4 * self.tol or last_chance)
 
-    def step(self, session, s: dict) -> dict:
-        """One pass: a row update on the chunks, the column update here."""
+    def aggregations(self, s: dict) -> dict:
+        """The pass of the next :meth:`step` from state ``s``: ``{"sk": Aggregation}``."""
+        want = True if s["finishing"] else self._sums_now(s)
+        st = replace(self.template, g=s["g"], eps=s["eps"], want_sums=want)
+        return {"sk": sinkhorn_aggregation(st)}
+
+    def advance(self, s: dict, results: dict) -> dict:
+        """The state after the pass of :meth:`aggregations` (``results``, keyed like it):
+        the column update. A function of ``s`` and ``results`` alone, so a chain of passes
+        can run it on a worker."""
         s = dict(s)
         g, eps = s["g"], s["eps"]
+        res = results["sk"]
+        log_col = column_log_sums(res)
         if s["finishing"]:
             # Converged: one more iteration at the same eps, with the centre sums folded in.
-            res, log_col = self._pass(session, g, eps, True)
             s.update(g=self._phi(eps) * (g + eps * (self.logb - log_col)), log_col=log_col,
                      sums=res["sums"], n_passes=s["n_passes"] + 1, finishing=False,
                      converged=True, done=True)
             return s
         at_target = eps <= self.reg
-        last_chance = s["it"] == self.max_iter - 1
-        sums_now = self.want_sums and at_target and (s["err"] <= 4 * self.tol or last_chance)
-        res, log_col = self._pass(session, g, eps, sums_now)
+        sums_now = self._sums_now(s)
         phi = self._phi(eps)
         with np.errstate(invalid="ignore"):
             g_new = phi * (g + eps * (self.logb - log_col))
@@ -166,6 +173,10 @@ class SinkhornSolver:
         if s["it"] >= self.max_iter:
             s["done"] = True
         return s
+
+    def step(self, session, s: dict) -> dict:
+        """One pass: a row update on the chunks, the column update here."""
+        return self.advance(s, session.run_pass(self.aggregations(s), name=self.name))
 
     def result(self, s: dict) -> "SolveResult":
         return SolveResult(g=s["g"], eps=s["eps"], n_iter=s["n_passes"], n_passes=s["n_passes"],

@@ -258,7 +258,9 @@ class KMeans(ClusterMixin, TransformerMixin, DclustEstimator):
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Column names, when ``X`` was a DataFrame with string column names.
     n_passes_ : int
-        Passes over the data the fit made (init, iterations and the final inertia).
+        Passes over the data the fit made (init, iterations and the final inertia). The
+        same however the passes were chained: passes a chained round ran past
+        convergence are not counted.
     coarse_centers_ : ndarray of shape (n_coarse, n_features)
         Only with ``algorithm="hierarchical"``: the coarse centres.
     coarse_cells_ : ndarray of shape (n_coarse + 1,)
