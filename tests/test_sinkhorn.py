@@ -6,6 +6,8 @@ plain NumPy / SciPy log-sum-exps.
 
 from __future__ import annotations
 
+import warnings
+
 import dask.array as da
 import numpy as np
 import ot
@@ -335,3 +337,26 @@ def test_device_cuda_without_gpu_is_a_clear_error(problem):
     auto = dclust.sinkhorn_assign(M, **kw)
     cpu = dclust.sinkhorn_assign(M, device="cpu", **kw)
     np.testing.assert_array_equal(auto.potentials, cpu.potentials)
+
+
+@pytest.mark.parametrize("marginal", ["balanced", "relaxed"])
+def test_chained_passes_give_the_same_assignment(marginal, monkeypatch):
+    """sinkhorn_assign runs several passes per round trip on the cluster: the same
+    potentials, labels and pass count as one pass per round trip, in fewer computations."""
+    from dclust.runtime.compute import compute_count
+
+    C = np.random.default_rng(11).random((3000, 6))
+    kw = dict(reg_m=0.5) if marginal == "relaxed" else {}
+    out = {}
+    for round_ in ("1", "8"):
+        monkeypatch.setenv("DCLUST_ROUND", round_)
+        before = compute_count()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = dclust.sinkhorn_assign(da.from_array(C, chunks=(500, 6)), reg=0.05,
+                                         marginal=marginal, tol=1e-9, max_iter=60, **kw)
+        out[round_] = (res, res.labels.compute(), compute_count() - before)
+    (a, la, na), (b, lb, nb) = out["1"], out["8"]
+    np.testing.assert_array_equal(a.potentials, b.potentials)
+    np.testing.assert_array_equal(la, lb)
+    assert a.n_iter == b.n_iter and a.n_passes == b.n_passes and nb < na

@@ -42,14 +42,6 @@ def inertia_aggregation(st, rows=None, labels=None):
                        partial(sum_combine, keys=("inertia", "weight"))).bind(st, rows, labels)
 
 
-def _chain_aggs(algo, state):
-    return algo.pass_aggregations(state)
-
-
-def _chain_step(algo, state, res, tol_abs):
-    return algo.after_pass(state, res, tol_abs)
-
-
 class BalancedLloyd(Algorithm):
     """Outer k-means iterations with a Sinkhorn assignment, one pass per step.
 
@@ -176,9 +168,7 @@ class BalancedLloyd(Algorithm):
         if int(n) <= 1 or session.data_stats is None:
             return [self.one_iteration(session, state)]
         tol_abs = _tolerance(session.data_stats, self.tol)
-        return session.run_chain(partial(_chain_aggs, self),
-                                 partial(_chain_step, self, tol_abs=tol_abs), state, int(n),
-                                 name="balanced-kmeans-sinkhorn")
+        return self.chain(session, state, n, name="balanced-kmeans-sinkhorn", tol_abs=tol_abs)
 
     def converged(self, state):
         return bool(state["done"])

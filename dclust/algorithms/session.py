@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -92,6 +93,14 @@ class Algorithm:
         iteration."""
         return [self.one_iteration(session, state)]
 
+    def chain(self, session, state: dict, n: int, *, name: str, **step_kw) -> list:
+        """``n`` iterations of one pass each in one round trip, for an algorithm whose
+        iteration is ``after_pass(state, run_pass(pass_aggregations(state)), **step_kw)``
+        with both methods functions of their arguments alone: the chain runs them on the
+        cluster (:meth:`FitSession.run_chain`), so the states have the same bits."""
+        return session.run_chain(partial(_pass_of, self), partial(_after_pass_of, self, **step_kw),
+                                 state, int(n), name=name)
+
     def converged(self, state: dict) -> bool:
         """Whether the loop is over (converged, or out of iterations)."""
         raise NotImplementedError
@@ -110,6 +119,14 @@ class Algorithm:
         shown = ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
                           for k, v in figures.items())
         return f"{phase.capitalize()} {iteration}" + (f", {shown}" if shown else "") + "."
+
+
+def _pass_of(algo, state):
+    return algo.pass_aggregations(state)
+
+
+def _after_pass_of(algo, state, res, **kw):
+    return algo.after_pass(state, res, **kw)
 
 
 # ---- state <-> checkpoint ------------------------------------------------------------

@@ -196,8 +196,21 @@ class _Assign(Algorithm):
             scale = float(self.normalize)
         return {"scale": scale, "sk": self._solver(scale).start()}
 
+    def pass_aggregations(self, state):
+        return self._solver(state["scale"]).aggregations(state["sk"])
+
+    def after_pass(self, state, res):
+        return {"scale": state["scale"],
+                "sk": self._solver(state["scale"]).advance(state["sk"], res)}
+
     def one_iteration(self, session, state):
         return {"scale": state["scale"], "sk": self._solver(state["scale"]).step(session, state["sk"])}
+
+    def iterations(self, session, state, n):
+        """Up to ``n`` Sinkhorn passes in one round trip to the cluster (same bits)."""
+        if int(n) <= 1 or session.data_stats is None:
+            return [self.one_iteration(session, state)]
+        return self.chain(session, state, n, name=self._solver(state["scale"]).name)
 
     def converged(self, state):
         return bool(state["sk"]["done"])
