@@ -13,7 +13,9 @@ When the data is persisted on the workers the pass is *fused*: one task per work
 thread reads all of that thread's chunks and returns the partial results of the
 largest subtrees of that same fixed tree it holds whole; a few tasks complete the tree.
 The arithmetic, and so every bit of the result, is the per-chunk graph's; only the
-number of tasks changes (see :func:`build_pass`).
+number of tasks changes (see :func:`build_pass`). When every chunk sits on one worker,
+:func:`run_pass` and :func:`run_chain` go further: the pass, or the chain, is one task
+that runs the threads' work on threads of its own.
 
 Building a pass computes nothing; :func:`run_pass` submits it as exactly one computation.
 """
@@ -638,8 +640,8 @@ def _take_root(graph, root):
 
 
 class _Local:
-    """What one task running a whole chain needs of a fused plan: each thread's spec and
-    how many of the task's arguments are its blocks, the upper nodes, and the root."""
+    """What one task running a pass or a chain needs of a fused plan: each thread's spec
+    and how many of the task's arguments are its blocks, the upper nodes, and the root."""
 
     __slots__ = ("specs", "counts", "upper", "root_thread", "root")
 
