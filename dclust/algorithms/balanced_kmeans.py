@@ -158,17 +158,14 @@ class BalancedLloyd(Algorithm):
         return state
 
     def one_iteration(self, session, state):
-        res = session.run_pass(self.pass_aggregations(state), name="balanced-kmeans-sinkhorn")
-        return self.after_pass(state, res, _tolerance(session.data_stats, self.tol))
+        return self.iterations(session, state, 1)[0]
 
     def iterations(self, session, state, n):
         """Up to ``n`` Sinkhorn iterations (passes) in one round trip to the cluster, across
         the end of a solve and the centres' move when they come (Sinkhorn's passes are
         short: one row update each)."""
-        if int(n) <= 1 or session.data_stats is None:
-            return [self.one_iteration(session, state)]
-        tol_abs = _tolerance(session.data_stats, self.tol)
-        return self.chain(session, state, n, name="balanced-kmeans-sinkhorn", tol_abs=tol_abs)
+        return self.chain(session, state, n, name="balanced-kmeans-sinkhorn",
+                          step_kw=lambda: {"tol_abs": _tolerance(session.data_stats, self.tol)})
 
     def converged(self, state):
         return bool(state["done"])

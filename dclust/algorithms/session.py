@@ -93,12 +93,19 @@ class Algorithm:
         iteration."""
         return [self.one_iteration(session, state)]
 
-    def chain(self, session, state: dict, n: int, *, name: str, **step_kw) -> list:
-        """``n`` iterations of one pass each in one round trip, for an algorithm whose
-        iteration is ``after_pass(state, run_pass(pass_aggregations(state)), **step_kw)``
-        with both methods functions of their arguments alone: the chain runs them on the
-        cluster (:meth:`FitSession.run_chain`), so the states have the same bits."""
-        return session.run_chain(partial(_pass_of, self), partial(_after_pass_of, self, **step_kw),
+    def chain(self, session, state: dict, n: int, *, name: str, step_kw=None) -> list:
+        """Up to ``n`` iterations of one pass each in one round trip, for an algorithm
+        whose iteration is ``after_pass(state, run_pass(pass_aggregations(state)),
+        **step_kw())`` with both methods functions of their arguments alone: the chain
+        runs them on the cluster (:meth:`FitSession.run_chain`), so the states have the
+        same bits. With ``n <= 1``, or before the data checks' pass (a resumed fit's
+        first), one iteration by :meth:`FitSession.run_pass`. ``step_kw`` (``None``: no
+        keywords) is called once the data checks' statistics are known."""
+        if int(n) <= 1 or session.data_stats is None:
+            res = session.run_pass(self.pass_aggregations(state), name=name)
+            return [self.after_pass(state, res, **(step_kw() if step_kw else {}))]
+        return session.run_chain(partial(_pass_of, self),
+                                 partial(_after_pass_of, self, **(step_kw() if step_kw else {})),
                                  state, int(n), name=name)
 
     def converged(self, state: dict) -> bool:

@@ -204,12 +204,10 @@ class _Assign(Algorithm):
                 "sk": self._solver(state["scale"]).advance(state["sk"], res)}
 
     def one_iteration(self, session, state):
-        return {"scale": state["scale"], "sk": self._solver(state["scale"]).step(session, state["sk"])}
+        return self.iterations(session, state, 1)[0]
 
     def iterations(self, session, state, n):
         """Up to ``n`` Sinkhorn passes in one round trip to the cluster (same bits)."""
-        if int(n) <= 1 or session.data_stats is None:
-            return [self.one_iteration(session, state)]
         return self.chain(session, state, n, name=self._solver(state["scale"]).name)
 
     def converged(self, state):

@@ -805,7 +805,7 @@ def run_chain(X, make_aggs, step, state, n_passes, *, sample_weight=None, aligne
     prev_layer = None
     n_passes = int(n_passes)
     for j in range(n_passes):
-        kw = dict(sample_weight=sample_weight, aligned=aligned, split_every=split_every,
+        kw = dict(sample_weight=sample_weight, aligned=rows, split_every=split_every,
                   name=f"{name}-{j}", fuse=fuse)
         if j == 0:
             graph, root = build_pass(X, first, **kw)
@@ -852,7 +852,7 @@ def run_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every=N
                            (_local_pass, _Inline(dict(aggregations))))
     else:
         graph, key = build_pass(
-            X, aggregations, sample_weight=sample_weight, aligned=aligned,
+            X, aggregations, sample_weight=sample_weight, aligned=rows,
             split_every=split_every, name=name, fuse=fuse
         )
         stats = compute_graph(graph, key)
