@@ -143,6 +143,21 @@ def test_centre_layout_blocks_and_pads():
     assert np.isinf(cnp[10:]).all() and (cnp[:10] == cn).all()
 
 
+@pytest.mark.parametrize("k, d, dtype", [(10, 3, np.float32), (4096, 128, np.float32),
+                                         (37, 5, np.float64)])
+def test_centre_layout_starts_every_block_on_a_cache_line(k, d, dtype):
+    # Worker processes get mmap-backed buffers 16 bytes into a page (the nanny sets
+    # MALLOC_TRIM_THRESHOLD_); vectors loaded across two cache lines cost the kernel
+    # a quarter of its speed, so the layout must not depend on where malloc put it.
+    Cm = np.ones((k, d), dtype=dtype)
+    CT, cn = _irassign.centre_layout(Cm, np.ones(k, dtype=dtype), 16)
+    assert CT.ctypes.data % _irassign.ALIGN == 0 and cn.ctypes.data % _irassign.ALIGN == 0
+    assert CT.flags.c_contiguous and cn.flags.c_contiguous
+    for nbytes in (1, 63, 64, 65, 1 << 20):
+        a = _irassign.aligned_empty(nbytes, np.uint8)
+        assert a.ctypes.data % _irassign.ALIGN == 0 and a.shape == (nbytes,)
+
+
 def test_generated_ir_spells_pointers_for_the_llvm_in_use(monkeypatch):
     """LLVMs before 17 (older llvmlite) take typed pointers, newer ones opaque ``ptr``."""
     monkeypatch.setattr(_irassign, "_opaque_pointers", lambda: False)

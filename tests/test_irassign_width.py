@@ -86,7 +86,16 @@ def test_host_choice():
             assert regs == (32 if bits == 512 else 16)
     if bits == 512:
         assert _irassign._bits_for(np.dtype(np.float32), 256) == (512, 32)
-        assert _irassign._bits_for(np.dtype(np.float32), 16) == (256, 32)
+        assert _irassign._bits_for(np.dtype(np.float32), 8) == (256, 32)
+        assert _irassign._bits_for(np.dtype(np.float64), 8) == (512 - 256 * _irassign._halved_512(), 32)
+
+
+@pytest.mark.parametrize("halved, k, bits", [(True, 16, 256), (True, 32, 256), (True, 33, 512),
+                                             (False, 15, 256), (False, 16, 512)])
+def test_width_bound_follows_how_the_cpu_runs_512_bits(monkeypatch, halved, k, bits):
+    monkeypatch.setattr(_irassign, "_host_bits", 512)
+    monkeypatch.setattr(_irassign, "_host_halved", halved)
+    assert _irassign._bits_for(np.dtype(np.float32), k) == (bits, 32)
 
 
 def test_kernel_address_rejects_other_widths():

@@ -41,7 +41,7 @@ from numba.extending import intrinsic
 
 from ._hooks import ir_assign_enabled
 
-__all__ = ["GROUP_BYTES", "call_assign", "centre_layout", "kernel_address",
+__all__ = ["ALIGN", "GROUP_BYTES", "aligned_empty", "call_assign", "centre_layout", "kernel_address",
            "try_kernel_address", "vector_bits"]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -103,17 +103,39 @@ _forced: tuple[int, int] | None = None
 def _bits_for(dt: np.dtype, k: int) -> tuple[int, int]:
     """``(vector bits, vector registers)`` for ``k`` centres of dtype ``dt``.
 
-    With AVX-512: 512-bit vectors, except where the centres fill at most two of them
-    (k <= 32 float32, k <= 16 float64). There a row block of 512-bit vectors holds few
-    rows or mostly padding lanes, and the per-row fold dominates; 256-bit vectors in the
-    same 32 registers measured faster on Zen4 (k=8, d=8: 2.0 against 3.3 ms; k=32, d=32:
-    8.6 against 9.5 ms; k=16, d=32: even), and the labels are the same either way.
+    With AVX-512: 512-bit vectors, except where the centres fill less than one of them
+    (k < 16 float32, k < 8 float64): there a 512-bit row block is mostly padding lanes
+    and 256-bit vectors in the same 32 registers are faster (Xeon, d=8, k=8: 0.88
+    against 1.13 ms a 200,000 rows). On a CPU that runs 512-bit operations as two
+    256-bit halves (Zen 4, :func:`_halved_512`) the bound is two vectors (k <= 32
+    float32): measured there k=32, d=32: 8.6 (256) against 9.5 ms (512); k=16, d=32:
+    even. On a Xeon with two 512-bit FMA units, k=16, d=32: 2.42 (512) against 2.74 ms;
+    k=32, d=64: 6.56 against 8.74 ms. The labels are the same either way.
     """
     if _forced is not None:
         return _forced
     if vector_bits() < 512:
         return 256, 16
-    return (256, 32) if k <= 2 * (512 // (8 * dt.itemsize)) else (512, 32)
+    lanes = 512 // (8 * dt.itemsize)
+    return (256, 32) if k < lanes or (_halved_512() and k <= 2 * lanes) else (512, 32)
+
+
+def _halved_512() -> bool:
+    """Whether this CPU executes 512-bit vector operations as two 256-bit halves (AMD
+    Zen 4, LLVM's ``znver4``), so that wide vectors pay off later than where the units
+    are 512 bits wide (Intel's AVX-512 cores, Zen 5)."""
+    global _host_halved
+    if _host_halved is None:
+        try:
+            import llvmlite.binding as llvm
+
+            _host_halved = llvm.get_host_cpu_name() == "znver4"
+        except Exception:  # pragma: no cover - an llvmlite without the host query
+            _host_halved = False
+    return _host_halved
+
+
+_host_halved: bool | None = None
 
 
 def _opaque_pointers() -> bool:
@@ -373,17 +395,40 @@ def try_kernel_address(dtype, k: int, d: int):
         return None
 
 
+# Byte alignment of the centre layout. The kernel loads whole vectors of centres; a
+# vector that straddles two cache lines is two loads, and mmap-backed buffers (what a
+# Dask worker gets for every large array: the nanny sets MALLOC_TRIM_THRESHOLD_, which
+# switches off glibc's adaptive mmap threshold) start 16 bytes into a page. Measured
+# on an AVX-512 Xeon, k=4096, d=128, one thread: 140 ms aligned, 175-183 ms at offset 16.
+ALIGN = 64
+
+
+def aligned_empty(shape, dtype, align: int = ALIGN):
+    """An uninitialised C-contiguous array whose data starts on an ``align``-byte
+    boundary."""
+    dt = np.dtype(dtype)
+    shape = tuple(int(s) for s in np.atleast_1d(shape))
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    buf = np.empty(nbytes + align, dtype=np.uint8)
+    off = (-buf.ctypes.data) % align
+    return buf[off : off + nbytes].view(dt).reshape(shape)
+
+
 def centre_layout(Cm, cnorm, per_block: int):
     """``-2 C`` (``Cm``, k x d) and ``||c||^2`` in the kernel's block layout: ``CT`` of
     shape (blocks, d, per_block), zero-padded, and ``cn`` padded with ``+inf`` (padding
-    centres are never chosen)."""
+    centres are never chosen). Both start on an :data:`ALIGN`-byte boundary, so every
+    block's vectors do."""
     k, d = Cm.shape
     nblk = -(-k // per_block)
-    padded = np.zeros((nblk * per_block, d), dtype=Cm.dtype)
+    full = nblk * per_block
+    padded = np.zeros((full, d), dtype=Cm.dtype)
     padded[:k] = Cm
-    CT = np.ascontiguousarray(padded.reshape(nblk, per_block, d).transpose(0, 2, 1))
-    cn = np.full(nblk * per_block, np.inf, dtype=Cm.dtype)
+    CT = aligned_empty((nblk, d, per_block), Cm.dtype)
+    CT[...] = padded.reshape(nblk, per_block, d).transpose(0, 2, 1)
+    cn = aligned_empty(full, Cm.dtype)
     cn[:k] = cnorm
+    cn[k:] = np.inf
     return CT, cn
 
 

@@ -142,8 +142,10 @@ def _cell_layout(fine, cells, dtype):
     per_block = kern[3]
     nblk = -(-sizes // per_block)
     offs = np.concatenate([[0], np.cumsum(nblk)]).astype(np.int64)
-    CT = np.zeros((int(offs[-1]), d, per_block), dtype=dtype)
-    cn = np.full(int(offs[-1]) * per_block, np.inf, dtype=dtype)
+    CT = _irassign.aligned_empty((int(offs[-1]), d, per_block), dtype)
+    CT[...] = 0
+    cn = _irassign.aligned_empty(int(offs[-1]) * per_block, dtype)
+    cn[...] = np.inf
     F = np.ascontiguousarray(fine, dtype=np.float64)
     Cm = (-2.0 * F).astype(dtype)
     norms = np.einsum("ij,ij->i", F, F).astype(dtype)
