@@ -117,7 +117,8 @@ def workload_h(n, d, k, iters, probes, kinds, workdir):
             row[f"hier{p}_s"] = t_h
             row[f"hier{p}_inertia"] = h.inertia_
             row[f"hier{p}_exact_inertia"] = exact
-            log(f"  hierarchical n_probe={p}: {t_h:.1f} s ({t_ex / t_h:.1f}x faster), inertia "
+            took = f" (took {h.n_probe_})" if p == "auto" and hasattr(h, "n_probe_") else ""
+            log(f"  hierarchical n_probe={p}{took}: {t_h:.1f} s ({t_ex / t_h:.1f}x faster), inertia "
                 f"{h.inertia_:.6g} ({h.inertia_ / ex.inertia_:.4f} x exact Lloyd; its centres "
                 f"under exact assignment {exact / ex.inertia_:.4f})")
         try:
@@ -222,7 +223,7 @@ def main():
     p.add_argument("--only", choices=("h", "big"))
     p.add_argument("--quick", action="store_true")
     p.add_argument("--iters", type=int, default=10)
-    p.add_argument("--probes", default="4,8")
+    p.add_argument("--probes", default="4,8", help="comma-separated n_probe values; 'auto' too")
     p.add_argument("--kinds", default="overlapping,structured")
     p.add_argument("--faiss")
     p.add_argument("--k", type=int)
@@ -236,7 +237,7 @@ def main():
     try:
         if a.only in (None, "h"):
             n, k = (125_000, 2048) if a.quick else (1_000_000, 16_384)
-            out["h"] = workload_h(n, 64, k, a.iters, [int(x) for x in a.probes.split(",")],
+            out["h"] = workload_h(n, 64, k, a.iters, [x if x == "auto" else int(x) for x in a.probes.split(",")],
                                   a.kinds.split(","), workdir)
         if a.only in (None, "big"):
             import dclust
