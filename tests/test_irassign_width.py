@@ -120,3 +120,21 @@ def test_512_bit_form_compiles_to_zmm():
     asm = tm.emit_assembly(llvm.parse_assembly(text))
     fmas = re.findall(r"vfmadd\w+\s+(%\w+)", asm)
     assert fmas and all(r.startswith("%zmm") for r in fmas)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [3, 16, 24, 40, 100, 300])
+@pytest.mark.parametrize("d", [2, 5, 32])
+@pytest.mark.parametrize("form", _CHOICES)
+def test_labels_are_the_lexicographic_minimum_under_many_ties(rng, dtype, k, d, form):
+    # Small integers make every product and sum exact, so the kernel's values equal
+    # NumPy's, and ties are everywhere: each row must get the smallest value, then the
+    # smallest centre index among equal values, whatever lanes, blocks and row blocks
+    # the tied centres fall in.
+    n = 517
+    X = rng.integers(-2, 3, size=(n, d)).astype(dtype)
+    C = rng.integers(-2, 3, size=(k, d)).astype(np.float64)
+    lab, best = _run_kernel(X, C, *form)
+    vals = (C * C).sum(1)[None, :] - 2.0 * X.astype(np.float64) @ C.T
+    np.testing.assert_array_equal(lab, vals.argmin(axis=1))  # argmin: first of the minima
+    np.testing.assert_array_equal(best, vals.min(axis=1).astype(dtype))
