@@ -277,31 +277,11 @@ def _generate(elt: str, sfx: str, L: int, KV: int, R: int, name: str, decls: boo
             emit(f"  store {elt} %bs{q}, {P} %bp{q}, align 4")
     else:
         for q in range(R):
-            prev = f"%bvn{q}_{KV - 1}"
-            width = L
-            step = 0
-            while width > 1:
-                width //= 2
-                idx = ", ".join(f"i32 {(j % width) + width}" for j in range(L))
-                emit(f"  %h{q}_{step} = shufflevector {V} {prev}, {V} undef, <{L} x i32> <{idx}>")
-                emit(f"  %hl{q}_{step} = fcmp olt {V} {prev}, %h{q}_{step}")
-                emit(f"  %hm{q}_{step} = select <{L} x i1> %hl{q}_{step}, {V} {prev}, {V} %h{q}_{step}")
-                prev = f"%hm{q}_{step}"
-                step += 1
+            prev = _emit_halving_min(emit, V, "fcmp olt", L, f"%bvn{q}_{KV - 1}", f"h{q}_")
             emit(f"  %mb{q} = shufflevector {V} {prev}, {V} undef, <{L} x i32> zeroinitializer")
             emit(f"  %eq{q} = fcmp oeq {V} %bvn{q}_{KV - 1}, %mb{q}")
             emit(f"  %cand{q} = select <{L} x i1> %eq{q}, {IV} %bin{q}_{KV - 1}, {IV} <{', '.join(['i32 2147483647'] * L)}>")
-            prev = f"%cand{q}"
-            width = L
-            step = 0
-            while width > 1:
-                width //= 2
-                idx = ", ".join(f"i32 {(j % width) + width}" for j in range(L))
-                emit(f"  %g{q}_{step} = shufflevector {IV} {prev}, {IV} undef, <{L} x i32> <{idx}>")
-                emit(f"  %gl{q}_{step} = icmp slt {IV} {prev}, %g{q}_{step}")
-                emit(f"  %gm{q}_{step} = select <{L} x i1> %gl{q}_{step}, {IV} {prev}, {IV} %g{q}_{step}")
-                prev = f"%gm{q}_{step}"
-                step += 1
+            prev = _emit_halving_min(emit, IV, "icmp slt", L, f"%cand{q}", f"g{q}_")
             emit(f"  %l{q}r = extractelement {IV} {prev}, i32 0")
             # NaN distances only (non-finite input, rejected before any pass): label 0.
             emit(f"  %bad{q} = icmp eq i32 %l{q}r, 2147483647")
@@ -318,6 +298,22 @@ def _generate(elt: str, sfx: str, L: int, KV: int, R: int, name: str, decls: boo
     emit("  ret void")
     emit("}")
     return "\n".join(out) + "\n"
+
+
+def _emit_halving_min(emit, vt, less, L, prev, tag):
+    """Fold the ``L`` lanes of ``prev`` (type ``vt``) in halves, keeping the smaller by
+    ``less`` (``"fcmp olt"``, ``"icmp slt"``); returns the vector whose lane 0 holds the
+    minimum. One row at a time: the row-by-row form of the reduction."""
+    width, step = L, 0
+    while width > 1:
+        width //= 2
+        idx = ", ".join(f"i32 {(j % width) + width}" for j in range(L))
+        emit(f"  %{tag}s{step} = shufflevector {vt} {prev}, {vt} undef, <{L} x i32> <{idx}>")
+        emit(f"  %{tag}l{step} = {less} {vt} {prev}, %{tag}s{step}")
+        emit(f"  %{tag}m{step} = select <{L} x i1> %{tag}l{step}, {vt} {prev}, {vt} %{tag}s{step}")
+        prev = f"%{tag}m{step}"
+        step += 1
+    return prev
 
 
 # Lanes from which a row block's argmins are reduced together (:func:`_emit_butterfly`)
