@@ -266,3 +266,43 @@ def test_one_task_switch(monkeypatch):
     assert not one_task_enabled()
     monkeypatch.delenv("DCLUST_ONE_TASK")
     assert one_task_enabled()
+
+
+def _big_state_chunk(X, w, ctx, table):
+    return {"s": np.asarray(float(np.asarray(X, dtype=np.float64).sum()) + table[0])}
+
+
+def _big_state_combine(parts):
+    return fields_combine(parts, sums=("s",))
+
+
+@pytest.mark.parametrize("one_task", ["1", "0"])
+def test_large_pass_state_draws_no_large_graph_warning_but_large_data_still_does(
+        monkeypatch, one_task):
+    """Centres of a very large k are written into the graph on purpose (a lost worker's
+    tasks are recomputed from it), so Dask's "Sending large graph" advice is not the
+    user's to act on; a NumPy array written into the user's own Dask array still is."""
+    import functools
+    import warnings
+
+    from dclust.reductions.engine import run_chain
+
+    table = np.zeros(12 * 2**20 // 8)  # 12 MiB of state, over Dask's 10 MiB threshold
+    agg = Aggregation("test-big-state", functools.partial(_big_state_chunk, table=table),
+                      _big_state_combine)
+    Xn = np.arange(4000.0).reshape(1000, 4)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+            Client(cluster) as client, client.as_current():
+        monkeypatch.setenv("DCLUST_ONE_TASK", one_task)
+        X = scatter_array(Xn, 250)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = run_pass(X, {"a": agg})["a"]["s"]
+            states = run_chain(X, lambda s: {"a": agg}, lambda s, r: {"n": s["n"] + 1},
+                               {"n": 0, "table": table}, 2)
+        assert float(got) == Xn.sum() and states[-1]["n"] == 2
+        assert not [w for w in caught if "large graph" in str(w.message)]
+        big = da.from_array(np.ones((3 * 2**20 // 2, 2)), chunks=(2**18, 2))  # 24 MiB
+        with pytest.warns(UserWarning, match="Sending large graph"):
+            run_pass(big, {"a": SUM}, fuse=False)

@@ -263,7 +263,7 @@ def _state(aggregations, n_tasks, layer_name, state_key=None):
     get."""
     if state_key is not None:
         return state_key, state_key, {}
-    if n_tasks * sum(state_bytes(a) for a in aggregations.values()) <= INLINE_STATE_BYTES:
+    if n_tasks * _aggs_bytes(aggregations) <= INLINE_STATE_BYTES:
         # Small state (the centres of a few hundred clusters) goes into every task: a
         # separate state task would cost each pass one more worker-scheduler round trip
         # before any chunk can start (~5-10 ms here).
@@ -560,6 +560,10 @@ def state_bytes(agg: Aggregation) -> int:
     return _state_bytes(agg.args) + _callable_bytes(agg.chunk) + _callable_bytes(agg.combine)
 
 
+def _aggs_bytes(aggregations) -> int:
+    return sum(state_bytes(a) for a in aggregations.values())
+
+
 def _callable_bytes(fn) -> int:
     if isinstance(fn, functools.partial):
         return _state_bytes(fn.args) + _state_bytes(fn.keywords) + _callable_bytes(fn.func)
@@ -723,8 +727,9 @@ def _one_worker_plan(X, w, aligned, split_every, fuse):
     return plan
 
 
-def _run_local(plan, X, w, aligned, name, head):
-    """Compute the one task ``head + (layout, *chunk keys)`` on the plan's worker."""
+def _run_local(plan, X, w, aligned, name, head, state_nbytes):
+    """Compute the one task ``head + (layout, *chunk keys)`` on the plan's worker;
+    ``state_nbytes``: bytes of pass state ``head`` carries (:func:`compute_graph`)."""
     from dask.highlevelgraph import MaterializedLayer
 
     layers, deps, reads = _input_layers(plan, X, w, aligned)
@@ -737,7 +742,7 @@ def _run_local(plan, X, w, aligned, name, head):
         {key: (*head, layout, *[k for *_, args in tasks for k in args])},
         annotations={"workers": [tasks[0][0]], "allow_other_workers": True})
     deps[key] = set(reads)
-    return compute_graph(HighLevelGraph(layers, deps), key)
+    return compute_graph(HighLevelGraph(layers, deps), key, state_nbytes)
 
 
 def _local_inputs(X, sample_weight, aligned, split_every, fuse):
@@ -794,7 +799,8 @@ def run_chain(X, make_aggs, step, state, n_passes, *, sample_weight=None, aligne
     plan, rows = _local_inputs(X, sample_weight, aligned, split_every, fuse)
     if plan is not None:
         return _run_local(plan, X, sample_weight, rows, name,
-                          (_local_chain, step, make_aggs, _Value(state), int(n_passes)))
+                          (_local_chain, step, make_aggs, _Value(state), int(n_passes)),
+                          _state_bytes(state))
     token = uuid.uuid4().hex[:12]
     step_name = f"{name}-step-{token}"
     first = make_aggs(state)
@@ -831,7 +837,9 @@ def run_chain(X, make_aggs, step, state, n_passes, *, sample_weight=None, aligne
     steps = [(step_name, j) for j in range(n_passes)]
     layers[step_name] = MaterializedLayer({step_name: (_chain_collect, *steps)})
     deps[step_name] = {f"{step_name}-{j}" for j in range(n_passes)}
-    return compute_graph(HighLevelGraph(layers, deps), step_name)
+    # The first state twice (the step's input and the first pass's bound aggregations).
+    return compute_graph(HighLevelGraph(layers, deps), step_name,
+                         _state_bytes(state) + _aggs_bytes(first))
 
 
 def run_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every=None,
@@ -849,13 +857,13 @@ def run_pass(X, aggregations, *, sample_weight=None, aligned=None, split_every=N
     plan, rows = _local_inputs(X, sample_weight, aligned, split_every, fuse)
     if plan is not None:
         stats = _run_local(plan, X, sample_weight, rows, name,
-                           (_local_pass, _Inline(dict(aggregations))))
+                           (_local_pass, _Inline(dict(aggregations))), _aggs_bytes(aggregations))
     else:
         graph, key = build_pass(
             X, aggregations, sample_weight=sample_weight, aligned=rows,
             split_every=split_every, name=name, fuse=fuse
         )
-        stats = compute_graph(graph, key)
+        stats = compute_graph(graph, key, _aggs_bytes(aggregations))
     out = {}
     for agg_name, agg in aggregations.items():
         s = stats[agg_name]

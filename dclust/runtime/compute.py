@@ -52,8 +52,20 @@ def compute_count() -> int:
     return _count
 
 
-def compute_graph(graph, key):
+# Dask's setting for the size above which a submitted graph draws a UserWarning.
+_LARGE_GRAPH = "distributed.admin.large-graph-warning-threshold"
+
+
+def compute_graph(graph, key, state_bytes=0):
     """Compute ``key`` of ``graph`` on the cluster and return its value (one submission).
+
+    ``state_bytes``: bytes of pass state (centres and the like) the graph carries on
+    purpose. They are written into the graph rather than scattered, so that a lost
+    worker's tasks can be recomputed from the graph (scattered data cannot), and
+    Dask's "Sending large graph" warning is raised by that much: at k=262,144 the
+    centres alone are 64 MiB a pass, which is not the user's to fix. Anything else that
+    makes the graph large (a NumPy array written into the user's own Dask array) still
+    draws the warning.
 
     Raises
     ------
@@ -67,6 +79,13 @@ def compute_graph(graph, key):
     client = get_client()
     _count += 1
     try:
+        if state_bytes > 0:
+            import dask
+            from dask.utils import parse_bytes
+
+            limit = parse_bytes(dask.config.get(_LARGE_GRAPH, "10MiB")) + int(state_bytes)
+            with dask.config.set({_LARGE_GRAPH: limit}):
+                return client.get(graph, key, sync=True)
         return client.get(graph, key, sync=True)
     except BaseException as e:
         lost = _connection_lost(client, e)
