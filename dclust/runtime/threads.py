@@ -41,8 +41,12 @@ class _BlasLimit:
                         # libraries takes milliseconds, and most processes never need it.
                         from threadpoolctl import ThreadpoolController
 
+                        # Counted before the scan: a module another thread imports while
+                        # it runs (loading a BLAS the scan missed) must make the next
+                        # entry scan again.
+                        seen = len(sys.modules)
                         cls._controller = ThreadpoolController()
-                        cls._modules_seen = len(sys.modules)
+                        cls._modules_seen = seen
                     cls._limiter = cls._controller.limit(limits=1, user_api="blas")
                 except Exception:  # pragma: no cover - threadpoolctl missing or failing
                     # A speed measure only: without it the kernels are still correct.
