@@ -214,3 +214,23 @@ def test_reduce_adds_no_pass():
             assert km.n_iter_ == 3
             passes[init] = km.n_passes_
     assert passes["k-means||"] == passes["k-means++"]
+
+
+def test_kmeans_parallel_rounds_on_threads_give_the_same_centres():
+    # The rounds' nearest-candidate searches split the rows over threads; each row's
+    # label and distance depend on that row alone, so the centres keep their bits.
+    from dclust.kernels import seeding
+
+    rng = np.random.default_rng(3)
+    X = (rng.normal(size=(3 * seeding._THREAD_ROWS + 77, 6)) * 3).astype(np.float32)
+    w = np.ones(X.shape[0])
+    ref, n_ref = seeding.kmeans_parallel(X, 40, w, np.random.default_rng([1, 7]))
+    for threads in (2, 3):
+        got, n_got = seeding.kmeans_parallel(X, 40, w, np.random.default_rng([1, 7]),
+                                             n_threads=threads)
+        assert n_got == n_ref
+        np.testing.assert_array_equal(got, ref)
+    lab, dist = seeding._nearest_rows(X, X[:50].astype(np.float64), 2)
+    ref_lab, ref_dist = seeding.nearest_center(X, X[:50].astype(np.float64))
+    np.testing.assert_array_equal(lab, ref_lab)
+    np.testing.assert_array_equal(dist, ref_dist)

@@ -19,6 +19,7 @@ from ..kernels.rownorm import row_normalize
 from ..kernels.seeding import kmeans_parallel, kmeans_plusplus
 from ..reductions.engine import Aggregation
 from ..reductions.monoids import fields_combine
+from ..runtime.threads import usable_cores
 from .datachecks import safe_magnitude
 from .sampling import sample_rows
 from .session import Algorithm
@@ -211,8 +212,10 @@ def seed_centers(sample, m, n_samples, n_clusters, init, seed, *, dtype, n_featu
     elif init == "k-means++":
         C, _ = kmeans_plusplus(rows, n_clusters, ones, rng)
     else:
+        # Seeding runs here, on the client, while the workers wait: it may use every core.
         C, _ = kmeans_parallel(
-            rows, n_clusters, ones, rng, oversampling_factor=oversampling_factor, n_rounds=n_rounds
+            rows, n_clusters, ones, rng, oversampling_factor=oversampling_factor, n_rounds=n_rounds,
+            n_threads=usable_cores()
         )
     return np.ascontiguousarray(C, dtype=np.float64)
 

@@ -38,6 +38,27 @@ import numpy as np
 
 from .lloyd import lloyd_partial, nearest_center
 
+
+def _nearest_rows(X, C, n_threads=1):
+    """:func:`nearest_center` of every row of ``X``, over ``n_threads`` threads (the
+    compiled kernel releases the GIL). Each row's label and distance depend on that row
+    alone, so the result has the same bits for any thread count."""
+    n = X.shape[0]
+    if n_threads <= 1 or n < 2 * _THREAD_ROWS:
+        return nearest_center(X, C)
+    from concurrent.futures import ThreadPoolExecutor
+
+    cuts = list(range(0, n, _THREAD_ROWS)) + [n]
+    with ThreadPoolExecutor(max_workers=int(n_threads)) as pool:
+        parts = list(pool.map(lambda i: nearest_center(X[cuts[i] : cuts[i + 1]], C),
+                              range(len(cuts) - 1)))
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+
+# Rows per thread task of _nearest_rows: enough work per task that the pool's overhead
+# does not show, small enough that the threads finish together.
+_THREAD_ROWS = 16_384
+
 # Reassociation lets LLVM vectorise the sums over features (as in ``_numba``); a given
 # input still gives the same bits every time.
 _FASTMATH = {"reassoc", "nsz", "contract"}
@@ -504,7 +525,7 @@ def reduce_candidates(P, weights, n_clusters, rng, *, n_trials=None, budget=None
 
 def kmeans_parallel(X, n_clusters, sample_weight, rng, *, oversampling_factor=2.0, n_rounds=5,
                     n_reduce_trials=None, local_search=True, polish_max_iter=None,
-                    return_info=False):
+                    return_info=False, n_threads=1):
     """k-means|| (Bahmani et al., 2012) on the rows of ``X``, with a best-of-runs reduce.
 
     Each round samples every row independently with probability
@@ -539,6 +560,10 @@ def kmeans_parallel(X, n_clusters, sample_weight, rng, *, oversampling_factor=2.
         Also return a dict describing the reduce: that of :func:`reduce_candidates`,
         plus ``polish_iter``, with ``work`` including the polish, and ``seconds`` (the
         client time of the rounds, the reduce and the polish).
+    n_threads : int, default=1
+        Threads the oversampling rounds' nearest-candidate searches run on (the same
+        centres for any count). At k=16,384 on 524,288 x 64 rows the rounds are ~45 %
+        of the seeding.
 
     Returns
     -------
@@ -556,7 +581,7 @@ def kmeans_parallel(X, n_clusters, sample_weight, rng, *, oversampling_factor=2.
     ell = oversampling_factor * n_clusters
     first = int(rng.choice(n, p=w / w.sum()))
     cand = [np.array([first])]
-    near, mind = nearest_center(X, X[[first]].astype(np.float64))
+    near, mind = _nearest_rows(X, X[[first]].astype(np.float64), n_threads)
     near = near.astype(np.int64)
     n_cand = 1
     for _ in range(n_rounds):
@@ -567,7 +592,7 @@ def kmeans_parallel(X, n_clusters, sample_weight, rng, *, oversampling_factor=2.
         chosen = np.flatnonzero(rng.random(n) < p)
         if chosen.size == 0:
             continue
-        lab, dist = nearest_center(X, X[chosen].astype(np.float64))
+        lab, dist = _nearest_rows(X, X[chosen].astype(np.float64), n_threads)
         better = dist < mind
         mind[better] = dist[better]
         near[better] = lab[better] + n_cand

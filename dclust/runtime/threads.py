@@ -11,12 +11,13 @@ process, and :func:`install` makes it the BLAS policy of the kernels
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 
 from ..kernels import _hooks
 
-__all__ = ["single_thread_blas", "install"]
+__all__ = ["single_thread_blas", "install", "usable_cores"]
 
 
 class _BlasLimit:
@@ -88,3 +89,12 @@ class single_thread_blas(contextlib.ContextDecorator):
 def install() -> None:
     """Make :class:`single_thread_blas` the BLAS policy of the kernels in this process."""
     _hooks.set_blas_scope(single_thread_blas)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity where the OS has one (a
+    container or ``taskset`` limits it), else ``os.cpu_count()``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
