@@ -222,7 +222,7 @@ def test_kmeans_parallel_rounds_on_threads_give_the_same_centres():
     from dclust.kernels import seeding
 
     rng = np.random.default_rng(3)
-    X = (rng.normal(size=(3 * seeding._THREAD_ROWS + 77, 6)) * 3).astype(np.float32)
+    X = (rng.normal(size=(3 * seeding._BLOCK_ROWS + 77, 6)) * 3).astype(np.float32)
     w = np.ones(X.shape[0])
     ref, n_ref = seeding.kmeans_parallel(X, 40, w, np.random.default_rng([1, 7]))
     for threads in (2, 3):
@@ -234,3 +234,20 @@ def test_kmeans_parallel_rounds_on_threads_give_the_same_centres():
     ref_lab, ref_dist = seeding.nearest_center(X, X[:50].astype(np.float64))
     np.testing.assert_array_equal(lab, ref_lab)
     np.testing.assert_array_equal(dist, ref_dist)
+
+
+def test_greedy_kmeans_plusplus_on_threads_gives_the_same_centres(monkeypatch):
+    # Blocks of rows, their gains added in block order: the same choice at every step
+    # however many threads run the blocks (small blocks, so that there are several).
+    from dclust.kernels import seeding
+
+    monkeypatch.setattr(seeding, "_BLOCK_ROWS", 700)
+    rng = np.random.default_rng(4)
+    X = (rng.normal(size=(5000, 5)) * 2).astype(np.float32)
+    w = rng.random(5000) + 0.5
+    ref, ref_idx = seeding.kmeans_plusplus(X, 30, w, np.random.default_rng(9))
+    for threads in (2, 4):
+        got, idx = seeding.kmeans_plusplus(X, 30, w, np.random.default_rng(9), n_threads=threads)
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_array_equal(got, ref)
+    assert len(set(ref_idx.tolist())) == 30

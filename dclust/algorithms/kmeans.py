@@ -210,9 +210,10 @@ def seed_centers(sample, m, n_samples, n_clusters, init, seed, *, dtype, n_featu
     elif init == "random":
         C = rows[:n_clusters].astype(np.float64)
     elif init == "k-means++":
-        C, _ = kmeans_plusplus(rows, n_clusters, ones, rng)
+        # Seeding runs here, on the client, while the workers wait: it may use every core
+        # (the same centres for any count).
+        C, _ = kmeans_plusplus(rows, n_clusters, ones, rng, n_threads=usable_cores())
     else:
-        # Seeding runs here, on the client, while the workers wait: it may use every core.
         C, _ = kmeans_parallel(
             rows, n_clusters, ones, rng, oversampling_factor=oversampling_factor, n_rounds=n_rounds,
             n_threads=usable_cores()

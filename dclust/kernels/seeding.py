@@ -43,21 +43,42 @@ def _nearest_rows(X, C, n_threads=1):
     """:func:`nearest_center` of every row of ``X``, over ``n_threads`` threads (the
     compiled kernel releases the GIL). Each row's label and distance depend on that row
     alone, so the result has the same bits for any thread count."""
-    n = X.shape[0]
-    if n_threads <= 1 or n < 2 * _THREAD_ROWS:
+    pool = _pool(n_threads, X.shape[0])
+    if pool is None:
         return nearest_center(X, C)
-    from concurrent.futures import ThreadPoolExecutor
-
-    cuts = list(range(0, n, _THREAD_ROWS)) + [n]
-    with ThreadPoolExecutor(max_workers=int(n_threads)) as pool:
-        parts = list(pool.map(lambda i: nearest_center(X[cuts[i] : cuts[i + 1]], C),
-                              range(len(cuts) - 1)))
+    with pool:
+        parts = _map_blocks(lambda a, b: nearest_center(X[a:b], C), X.shape[0], pool)
     return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
-# Rows per thread task of _nearest_rows: enough work per task that the pool's overhead
-# does not show, small enough that the threads finish together.
-_THREAD_ROWS = 16_384
+# Rows per block of the seeding's threaded loops (the rounds' searches, the greedy
+# k-means++ sweeps, Lloyd on the candidates): enough work per block that a thread pool's
+# overhead does not show, small enough that the threads finish together. Sums over rows
+# are taken per block and the blocks' added in block order, so every result is the same
+# however many threads run the blocks.
+_BLOCK_ROWS = 16_384
+
+
+def _blocks(n):
+    return list(range(0, n, _BLOCK_ROWS)) + [n]
+
+
+def _pool(n_threads, n):
+    """A thread pool for ``n`` rows, or None where one thread will do."""
+    if n_threads <= 1 or n < 2 * _BLOCK_ROWS:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=int(n_threads))
+
+
+def _map_blocks(fn, n, pool):
+    """``[fn(start, stop) for each block]`` in block order, on ``pool`` if given."""
+    cuts = _blocks(n)
+    pairs = list(zip(cuts[:-1], cuts[1:]))
+    if pool is None:
+        return [fn(a, b) for a, b in pairs]
+    return list(pool.map(lambda ab: fn(*ab), pairs))
 
 # Reassociation lets LLVM vectorise the sums over features (as in ``_numba``); a given
 # input still gives the same bits every time.
@@ -154,22 +175,17 @@ def _sqdist_to_row(P, q, out):
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)
-def _kpp_step(P, cand, w, closest, wd, dist, zero):
-    """Gains of the trial rows ``P[cand]``; commit the best one. Returns its position.
+def _kpp_gains(P, Q, w, closest, dist, x0, x1, zero, gains):
+    """Gains of the trial rows ``Q`` over rows ``x0:x1`` of ``P``, into ``gains``.
 
-    Each row of ``P`` is read once and compared with every trial while in cache. The
-    squared distances are differences summed in ``P``'s precision (``zero`` is a zero
-    of that type), stored in float64 in ``dist`` of shape (n, >= len(cand));
-    ``closest`` and ``wd = w * closest`` are updated in place.
+    Each row is read once and compared with every trial while in cache. The squared
+    distances are differences summed in ``P``'s precision (``zero`` is a zero of that
+    type), stored in float64 in ``dist`` (n x >= len(Q)) for :func:`_kpp_commit`.
     """
-    n, d = P.shape
-    t = cand.shape[0]
-    Q = np.empty((t, d), dtype=P.dtype)
+    t, d = Q.shape
     for j in range(t):
-        for f in range(d):
-            Q[j, f] = P[cand[j], f]
-    gains = np.zeros(t)
-    for x in range(n):
+        gains[j] = 0.0
+    for x in range(x0, x1):
         cx = closest[x]
         for j in range(t):
             acc = zero
@@ -180,15 +196,36 @@ def _kpp_step(P, cand, w, closest, wd, dist, zero):
             dist[x, j] = dj
             if dj < cx:
                 gains[j] += w[x] * (cx - dj)
-    best = 0
-    for j in range(1, t):
-        if gains[j] > gains[best]:
-            best = j
-    for x in range(n):
+
+
+@numba.njit(nogil=True, cache=True)
+def _kpp_commit(dist, best, w, closest, wd):
+    for x in range(closest.shape[0]):
         dj = dist[x, best]
         if dj < closest[x]:
             closest[x] = dj
             wd[x] = w[x] * dj
+
+
+def _kpp_step(P, cand, w, closest, wd, dist, zero, pool=None):
+    """Gains of the trial rows ``P[cand]``; commit the best one. Returns its position.
+
+    ``closest`` and ``wd = w * closest`` are updated in place; ``pool`` (a thread pool,
+    or None) runs the blocks of rows (:data:`_BLOCK_ROWS`) in parallel.
+    """
+    Q = np.ascontiguousarray(P[cand])
+
+    def block(a, b):
+        g = np.empty(Q.shape[0])
+        _kpp_gains(P, Q, w, closest, dist, a, b, zero, g)
+        return g
+
+    parts = _map_blocks(block, P.shape[0], pool)
+    gains = parts[0]
+    for g in parts[1:]:
+        gains = gains + g
+    best = int(np.argmax(gains))  # the first of equal gains, as a strict '>' scan
+    _kpp_commit(dist, best, w, closest, wd)
     return best
 
 
@@ -206,7 +243,7 @@ def _kpp_trials(n, d, k, n_local_trials, budget):
     return int(max(1, min(n_local_trials, fit)))
 
 
-def _greedy_kpp(P, w, n_clusters, rng, n_local_trials):
+def _greedy_kpp(P, w, n_clusters, rng, n_local_trials, n_threads=1):
     """Greedy weighted k-means++ on rows ``P`` (float32 or float64, C-contiguous).
 
     ``n_local_trials`` candidates are drawn per centre (D^2 sampling) and the one that
@@ -227,23 +264,34 @@ def _greedy_kpp(P, w, n_clusters, rng, n_local_trials):
     wd = w * closest
     dist = np.empty((n, t))
     zero = P.dtype.type(0)
-    for c in range(1, k):
-        cum = np.cumsum(wd)
-        if not cum[-1] > 0:
-            # Fewer distinct points than clusters: repeat points rather than fail.
-            indices[c] = int(rng.integers(n))
-            continue
-        cand = np.searchsorted(cum, rng.random(t) * cum[-1], side="right")
-        cand = np.minimum(cand, n - 1)
-        best = _kpp_step(P, cand, w, closest, wd, dist, zero)
-        q = int(cand[best])
-        closest[q] = 0.0
-        wd[q] = 0.0
-        indices[c] = q
+    pool = _pool(n_threads, n)
+    try:
+        for c in range(1, k):
+            _greedy_kpp_pick(P, w, rng, t, closest, wd, dist, zero, pool, indices, c)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return indices
 
 
-def kmeans_plusplus(X, n_clusters, sample_weight, rng, n_local_trials=None):
+def _greedy_kpp_pick(P, w, rng, t, closest, wd, dist, zero, pool, indices, c):
+    """Centre ``c`` of :func:`_greedy_kpp`: the best of ``t`` rows drawn by ``w * D^2``."""
+    n = P.shape[0]
+    cum = np.cumsum(wd)
+    if not cum[-1] > 0:
+        # Fewer distinct points than clusters: repeat points rather than fail.
+        indices[c] = int(rng.integers(n))
+        return
+    cand = np.searchsorted(cum, rng.random(t) * cum[-1], side="right")
+    cand = np.minimum(cand, n - 1)
+    best = _kpp_step(P, cand, w, closest, wd, dist, zero, pool)
+    q = int(cand[best])
+    closest[q] = 0.0
+    wd[q] = 0.0
+    indices[c] = q
+
+
+def kmeans_plusplus(X, n_clusters, sample_weight, rng, n_local_trials=None, n_threads=1):
     """Greedy weighted k-means++ (Arthur & Vassilvitskii; scikit-learn's variant).
 
     Each centre after the first is the best of ``n_local_trials`` rows drawn with
@@ -260,6 +308,8 @@ def kmeans_plusplus(X, n_clusters, sample_weight, rng, n_local_trials=None):
     n_local_trials : int, optional
         Candidates tried per centre; default ``2 + log(k)``, fewer (down to one) where
         the ``k`` sweeps would cost more than ``_KPP_FLOP_BUDGET`` multiply-adds.
+    n_threads : int, default=1
+        Threads each sweep's blocks of rows run on (the same centres for any count).
 
     Returns
     -------
@@ -275,7 +325,7 @@ def kmeans_plusplus(X, n_clusters, sample_weight, rng, n_local_trials=None):
     if n_local_trials is None:
         n_local_trials = _kpp_trials(n, d, n_clusters, 2 + int(math.log(n_clusters)),
                                      _KPP_FLOP_BUDGET)
-    idx = _greedy_kpp(np.ascontiguousarray(X), w, n_clusters, rng, n_local_trials)
+    idx = _greedy_kpp(np.ascontiguousarray(X), w, n_clusters, rng, n_local_trials, n_threads)
     return np.asarray(X[idx], dtype=np.float64), idx
 
 
@@ -284,7 +334,21 @@ def kmeans_plusplus(X, n_clusters, sample_weight, rng, n_local_trials=None):
 # --------------------------------------------------------------------------------------
 
 
-def _lloyd(X, centers, w, max_iter, tol):
+def _lloyd_stats(X, C, w, pool):
+    """:func:`lloyd_partial`'s sums, weights and inertia, per block of rows and added in
+    block order (the same bits on any number of threads)."""
+    parts = _map_blocks(lambda a, b: lloyd_partial(X[a:b], C, None if w is None else w[a:b]),
+                        X.shape[0], pool)
+    out = {"sums": parts[0]["sums"], "weights": parts[0]["weights"],
+           "inertia": float(parts[0]["inertia"])}
+    for p in parts[1:]:
+        out["sums"] = out["sums"] + p["sums"]
+        out["weights"] = out["weights"] + p["weights"]
+        out["inertia"] += float(p["inertia"])
+    return out
+
+
+def _lloyd(X, centers, w, max_iter, tol, n_threads=1):
     """Weighted Lloyd from ``centers``: centres, inertia and iterations run.
 
     The inertia returned is that of the last assignment with its clusters at their means
@@ -293,10 +357,19 @@ def _lloyd(X, centers, w, max_iter, tol):
     Empty clusters stay put.
     """
     C = np.array(centers, dtype=np.float64)
+    pool = _pool(n_threads, X.shape[0])
+    try:
+        return _lloyd_loop(X, C, w, max_iter, tol, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _lloyd_loop(X, C, w, max_iter, tol, pool):
     sse = np.inf
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        s = lloyd_partial(X, C, w)
+        s = _lloyd_stats(X, C, w, pool)
         wsum = s["weights"]
         nonempty = wsum > 0
         new = C.copy()
@@ -369,7 +442,7 @@ def _top2(P, pn, C):
     return l1, d1, d2
 
 
-def _swap_search(P, w, C, sse, rng, n_local_trials, budget, tol):
+def _swap_search(P, w, C, sse, rng, n_local_trials, budget, tol, n_threads=1):
     """Swap-based local search on weighted points (LocalSearch++ with the best removal).
 
     Each attempt draws ``n_local_trials`` points in proportion to ``w * D^2`` and, for
@@ -424,7 +497,7 @@ def _swap_search(P, w, C, sse, rng, n_local_trials, budget, tol):
         trial = C.copy()
         trial[best_j] = P[best_p]
         iters = int(min(_LLOYD_MAX_ITER, max(1, (budget - work) // lloyd_cost)))
-        trial, trial_sse, used = _lloyd(P, trial, w, iters, tol)
+        trial, trial_sse, used = _lloyd(P, trial, w, iters, tol, n_threads)
         work += used * lloyd_cost
         if trial_sse < sse * (1.0 - 1e-12):
             C, sse = trial, trial_sse
@@ -436,7 +509,7 @@ def _swap_search(P, w, C, sse, rng, n_local_trials, budget, tol):
 
 
 def reduce_candidates(P, weights, n_clusters, rng, *, n_trials=None, budget=None,
-                      local_search=True):
+                      local_search=True, n_threads=1):
     """Weighted k-means on the k-means|| candidates: best of several runs, then swaps.
 
     Parameters
@@ -460,6 +533,8 @@ def reduce_candidates(P, weights, n_clusters, rng, *, n_trials=None, budget=None
         runs follow while the work stays within half the budget.
     local_search : bool, default=True
         Improve the best run by swaps, within three quarters of the budget.
+    n_threads : int, default=1
+        Threads the greedy k-means++ sweeps run on (:func:`kmeans_plusplus`).
 
     Returns
     -------
@@ -498,13 +573,13 @@ def reduce_candidates(P, weights, n_clusters, rng, *, n_trials=None, budget=None
         if not first and work + per_run > restart_budget:
             break
         start = work
-        idx = _greedy_kpp(P, kpp_w, k, rng, n_local)
+        idx = _greedy_kpp(P, kpp_w, k, rng, n_local, n_threads)
         work += kpp_cost
         iters = _LLOYD_MAX_ITER
         if np.isfinite(budget):
             room = int(max(0.0, restart_budget - work) // lloyd_cost)
             iters = min(_LLOYD_MAX_ITER, max(room, _FIRST_RUN_MIN_ITER if first else 1))
-        C, sse, used = _lloyd(P, P[idx], w, iters, tol)
+        C, sse, used = _lloyd(P, P[idx], w, iters, tol, n_threads)
         work += used * lloyd_cost
         per_run = max(per_run, work - start)
         trial_sse.append(sse)
@@ -516,7 +591,8 @@ def reduce_candidates(P, weights, n_clusters, rng, *, n_trials=None, budget=None
     n_swaps = 0
     if local_search and k < n and sse > 0:
         swap_budget = _SWAP_SHARE * budget - work
-        C, sse, n_swaps, swap_work = _swap_search(P, w, C, sse, rng, n_local, swap_budget, tol)
+        C, sse, n_swaps, swap_work = _swap_search(P, w, C, sse, rng, n_local, swap_budget, tol,
+                                                  n_threads)
         work += swap_work
     info = {"trial_sse": trial_sse, "best_trial": best_trial, "sse": sse, "n_swaps": n_swaps,
             "n_local_trials": n_local, "work": work}
@@ -561,9 +637,8 @@ def kmeans_parallel(X, n_clusters, sample_weight, rng, *, oversampling_factor=2.
         plus ``polish_iter``, with ``work`` including the polish, and ``seconds`` (the
         client time of the rounds, the reduce and the polish).
     n_threads : int, default=1
-        Threads the oversampling rounds' nearest-candidate searches run on (the same
-        centres for any count). At k=16,384 on 524,288 x 64 rows the rounds are ~45 %
-        of the seeding.
+        Threads the oversampling rounds' nearest-candidate searches and the reduce's
+        greedy k-means++ sweeps run on (the same centres for any count).
 
     Returns
     -------
@@ -615,7 +690,8 @@ def kmeans_parallel(X, n_clusters, sample_weight, rng, *, oversampling_factor=2.
     budget = reduce_budget(n, n_clusters, d)
     t_reduce = time.perf_counter()
     centers, info = reduce_candidates(C, cw, n_clusters, rng, n_trials=n_reduce_trials,
-                                      budget=budget, local_search=local_search)
+                                      budget=budget, local_search=local_search,
+                                      n_threads=n_threads)
     t_polish = time.perf_counter()
     sample_iter = float(n) * n_clusters * d
     if polish_max_iter is None:
@@ -626,7 +702,7 @@ def kmeans_parallel(X, n_clusters, sample_weight, rng, *, oversampling_factor=2.
     info["polish_iter"] = 0
     if iters > 0:
         tol = _LLOYD_TOL * _total_variance(X, w)
-        centers, _, info["polish_iter"] = _lloyd(X, centers, w, iters, tol)
+        centers, _, info["polish_iter"] = _lloyd(X, centers, w, iters, tol, n_threads)
         info["work"] += info["polish_iter"] * sample_iter
     info["seconds"] = {"rounds": t_reduce - t_start, "reduce": t_polish - t_reduce,
                        "polish": time.perf_counter() - t_polish}
