@@ -105,7 +105,7 @@ def _bits_for(dt: np.dtype, k: int) -> tuple[int, int]:
 
     With AVX-512: 512-bit vectors, except where the centres fill less than one of them
     (k < 16 float32, k < 8 float64): there a 512-bit row block is mostly padding lanes
-    and 256-bit vectors in the same 32 registers are faster (Xeon, d=8, k=8: 0.88
+    and 256-bit vectors in the same 32 registers are faster (Xeon, d=8, k=4: 0.88
     against 1.13 ms a 200,000 rows). On a CPU that runs 512-bit operations as two
     256-bit halves (Zen 4, :func:`_halved_512`) the bound is two vectors (k <= 32
     float32): measured there k=32, d=32: 8.6 (256) against 9.5 ms (512); k=16, d=32:
