@@ -230,7 +230,8 @@ def test_kmeans_parallel_rounds_on_threads_give_the_same_centres():
                                              n_threads=threads)
         assert n_got == n_ref
         np.testing.assert_array_equal(got, ref)
-    lab, dist = seeding._nearest_rows(X, X[:50].astype(np.float64), 2)
+    with seeding._thread_pool(2, X.shape[0]) as pool:
+        lab, dist = seeding._nearest_rows(X, X[:50].astype(np.float64), pool)
     ref_lab, ref_dist = seeding.nearest_center(X, X[:50].astype(np.float64))
     np.testing.assert_array_equal(lab, ref_lab)
     np.testing.assert_array_equal(dist, ref_dist)

@@ -30,6 +30,7 @@ iterations the plain reduce had. Each phase also stops early once it cannot impr
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -39,15 +40,13 @@ import numpy as np
 from .lloyd import lloyd_partial, nearest_center
 
 
-def _nearest_rows(X, C, n_threads=1):
-    """:func:`nearest_center` of every row of ``X``, over ``n_threads`` threads (the
-    compiled kernel releases the GIL). Each row's label and distance depend on that row
-    alone, so the result has the same bits for any thread count."""
-    pool = _pool(n_threads, X.shape[0])
+def _nearest_rows(X, C, pool=None):
+    """:func:`nearest_center` of every row of ``X``, its blocks on ``pool`` (the compiled
+    kernel releases the GIL). Each row's label and distance depend on that row alone, so
+    the result has the same bits for any thread count."""
     if pool is None:
         return nearest_center(X, C)
-    with pool:
-        parts = _map_blocks(lambda a, b: nearest_center(X[a:b], C), X.shape[0], pool)
+    parts = _map_blocks(lambda a, b: nearest_center(X[a:b], C), X.shape[0], pool)
     return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
@@ -63,13 +62,17 @@ def _blocks(n):
     return list(range(0, n, _BLOCK_ROWS)) + [n]
 
 
-def _pool(n_threads, n):
-    """A thread pool for ``n`` rows, or None where one thread will do."""
+@contextlib.contextmanager
+def _thread_pool(n_threads, n):
+    """A thread pool for loops over ``n`` rows, or None where one thread will do; one
+    per seeding call, handed to the loops."""
     if n_threads <= 1 or n < 2 * _BLOCK_ROWS:
-        return None
+        yield None
+        return
     from concurrent.futures import ThreadPoolExecutor
 
-    return ThreadPoolExecutor(max_workers=int(n_threads))
+    with ThreadPoolExecutor(max_workers=int(n_threads)) as pool:
+        yield pool
 
 
 def _map_blocks(fn, n, pool):
@@ -243,7 +246,7 @@ def _kpp_trials(n, d, k, n_local_trials, budget):
     return int(max(1, min(n_local_trials, fit)))
 
 
-def _greedy_kpp(P, w, n_clusters, rng, n_local_trials, n_threads=1):
+def _greedy_kpp(P, w, n_clusters, rng, n_local_trials, pool=None):
     """Greedy weighted k-means++ on rows ``P`` (float32 or float64, C-contiguous).
 
     ``n_local_trials`` candidates are drawn per centre (D^2 sampling) and the one that
@@ -264,13 +267,8 @@ def _greedy_kpp(P, w, n_clusters, rng, n_local_trials, n_threads=1):
     wd = w * closest
     dist = np.empty((n, t))
     zero = P.dtype.type(0)
-    pool = _pool(n_threads, n)
-    try:
-        for c in range(1, k):
-            _greedy_kpp_pick(P, w, rng, t, closest, wd, dist, zero, pool, indices, c)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    for c in range(1, k):
+        _greedy_kpp_pick(P, w, rng, t, closest, wd, dist, zero, pool, indices, c)
     return indices
 
 
@@ -325,7 +323,8 @@ def kmeans_plusplus(X, n_clusters, sample_weight, rng, n_local_trials=None, n_th
     if n_local_trials is None:
         n_local_trials = _kpp_trials(n, d, n_clusters, 2 + int(math.log(n_clusters)),
                                      _KPP_FLOP_BUDGET)
-    idx = _greedy_kpp(np.ascontiguousarray(X), w, n_clusters, rng, n_local_trials, n_threads)
+    with _thread_pool(n_threads, n) as pool:
+        idx = _greedy_kpp(np.ascontiguousarray(X), w, n_clusters, rng, n_local_trials, pool)
     return np.asarray(X[idx], dtype=np.float64), idx
 
 
@@ -348,7 +347,7 @@ def _lloyd_stats(X, C, w, pool):
     return out
 
 
-def _lloyd(X, centers, w, max_iter, tol, n_threads=1):
+def _lloyd(X, centers, w, max_iter, tol, pool=None):
     """Weighted Lloyd from ``centers``: centres, inertia and iterations run.
 
     The inertia returned is that of the last assignment with its clusters at their means
@@ -357,15 +356,6 @@ def _lloyd(X, centers, w, max_iter, tol, n_threads=1):
     Empty clusters stay put.
     """
     C = np.array(centers, dtype=np.float64)
-    pool = _pool(n_threads, X.shape[0])
-    try:
-        return _lloyd_loop(X, C, w, max_iter, tol, pool)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-
-
-def _lloyd_loop(X, C, w, max_iter, tol, pool):
     sse = np.inf
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
@@ -442,7 +432,7 @@ def _top2(P, pn, C):
     return l1, d1, d2
 
 
-def _swap_search(P, w, C, sse, rng, n_local_trials, budget, tol, n_threads=1):
+def _swap_search(P, w, C, sse, rng, n_local_trials, budget, tol, pool=None):
     """Swap-based local search on weighted points (LocalSearch++ with the best removal).
 
     Each attempt draws ``n_local_trials`` points in proportion to ``w * D^2`` and, for
@@ -497,7 +487,7 @@ def _swap_search(P, w, C, sse, rng, n_local_trials, budget, tol, n_threads=1):
         trial = C.copy()
         trial[best_j] = P[best_p]
         iters = int(min(_LLOYD_MAX_ITER, max(1, (budget - work) // lloyd_cost)))
-        trial, trial_sse, used = _lloyd(P, trial, w, iters, tol, n_threads)
+        trial, trial_sse, used = _lloyd(P, trial, w, iters, tol, pool)
         work += used * lloyd_cost
         if trial_sse < sse * (1.0 - 1e-12):
             C, sse = trial, trial_sse
@@ -534,7 +524,8 @@ def reduce_candidates(P, weights, n_clusters, rng, *, n_trials=None, budget=None
     local_search : bool, default=True
         Improve the best run by swaps, within three quarters of the budget.
     n_threads : int, default=1
-        Threads the greedy k-means++ sweeps run on (:func:`kmeans_plusplus`).
+        Threads the greedy k-means++ sweeps and the Lloyd iterations run on (the same
+        centres for any count).
 
     Returns
     -------
@@ -544,6 +535,12 @@ def reduce_candidates(P, weights, n_clusters, rng, *, n_trials=None, budget=None
         (of the result, after swaps), ``n_swaps`` (swaps kept), ``n_local_trials``,
         ``work`` (multiply-adds spent, by the cost model of this module).
     """
+    with _thread_pool(n_threads, P.shape[0]) as pool:
+        return _reduce_candidates(P, weights, n_clusters, rng, n_trials, budget, local_search,
+                                  pool)
+
+
+def _reduce_candidates(P, weights, n_clusters, rng, n_trials, budget, local_search, pool):
     P = np.asarray(P)
     if P.dtype not in (np.float32, np.float64):
         P = P.astype(np.float64)
@@ -573,13 +570,13 @@ def reduce_candidates(P, weights, n_clusters, rng, *, n_trials=None, budget=None
         if not first and work + per_run > restart_budget:
             break
         start = work
-        idx = _greedy_kpp(P, kpp_w, k, rng, n_local, n_threads)
+        idx = _greedy_kpp(P, kpp_w, k, rng, n_local, pool)
         work += kpp_cost
         iters = _LLOYD_MAX_ITER
         if np.isfinite(budget):
             room = int(max(0.0, restart_budget - work) // lloyd_cost)
             iters = min(_LLOYD_MAX_ITER, max(room, _FIRST_RUN_MIN_ITER if first else 1))
-        C, sse, used = _lloyd(P, P[idx], w, iters, tol, n_threads)
+        C, sse, used = _lloyd(P, P[idx], w, iters, tol, pool)
         work += used * lloyd_cost
         per_run = max(per_run, work - start)
         trial_sse.append(sse)
@@ -592,7 +589,7 @@ def reduce_candidates(P, weights, n_clusters, rng, *, n_trials=None, budget=None
     if local_search and k < n and sse > 0:
         swap_budget = _SWAP_SHARE * budget - work
         C, sse, n_swaps, swap_work = _swap_search(P, w, C, sse, rng, n_local, swap_budget, tol,
-                                                  n_threads)
+                                                  pool)
         work += swap_work
     info = {"trial_sse": trial_sse, "best_trial": best_trial, "sse": sse, "n_swaps": n_swaps,
             "n_local_trials": n_local, "work": work}
@@ -637,8 +634,9 @@ def kmeans_parallel(X, n_clusters, sample_weight, rng, *, oversampling_factor=2.
         plus ``polish_iter``, with ``work`` including the polish, and ``seconds`` (the
         client time of the rounds, the reduce and the polish).
     n_threads : int, default=1
-        Threads the oversampling rounds' nearest-candidate searches and the reduce's
-        greedy k-means++ sweeps run on (the same centres for any count).
+        Threads the oversampling rounds' nearest-candidate searches, the reduce's greedy
+        k-means++ sweeps and every Lloyd iteration run on (the same centres for any
+        count).
 
     Returns
     -------
@@ -647,6 +645,14 @@ def kmeans_parallel(X, n_clusters, sample_weight, rng, *, oversampling_factor=2.
     info : dict
         Only when ``return_info`` is true.
     """
+    with _thread_pool(n_threads, np.shape(X)[0]) as pool:
+        return _kmeans_parallel(X, n_clusters, sample_weight, rng, oversampling_factor, n_rounds,
+                                n_reduce_trials, local_search, polish_max_iter, return_info,
+                                pool)
+
+
+def _kmeans_parallel(X, n_clusters, sample_weight, rng, oversampling_factor, n_rounds,
+                     n_reduce_trials, local_search, polish_max_iter, return_info, pool):
     t_start = time.perf_counter()
     X = np.ascontiguousarray(X)
     if X.dtype not in (np.float32, np.float64):
@@ -656,7 +662,7 @@ def kmeans_parallel(X, n_clusters, sample_weight, rng, *, oversampling_factor=2.
     ell = oversampling_factor * n_clusters
     first = int(rng.choice(n, p=w / w.sum()))
     cand = [np.array([first])]
-    near, mind = _nearest_rows(X, X[[first]].astype(np.float64), n_threads)
+    near, mind = _nearest_rows(X, X[[first]].astype(np.float64), pool)
     near = near.astype(np.int64)
     n_cand = 1
     for _ in range(n_rounds):
@@ -667,7 +673,7 @@ def kmeans_parallel(X, n_clusters, sample_weight, rng, *, oversampling_factor=2.
         chosen = np.flatnonzero(rng.random(n) < p)
         if chosen.size == 0:
             continue
-        lab, dist = _nearest_rows(X, X[chosen].astype(np.float64), n_threads)
+        lab, dist = _nearest_rows(X, X[chosen].astype(np.float64), pool)
         better = dist < mind
         mind[better] = dist[better]
         near[better] = lab[better] + n_cand
@@ -689,9 +695,8 @@ def kmeans_parallel(X, n_clusters, sample_weight, rng, *, oversampling_factor=2.
         C, cw = C[keep], cw[keep]
     budget = reduce_budget(n, n_clusters, d)
     t_reduce = time.perf_counter()
-    centers, info = reduce_candidates(C, cw, n_clusters, rng, n_trials=n_reduce_trials,
-                                      budget=budget, local_search=local_search,
-                                      n_threads=n_threads)
+    centers, info = _reduce_candidates(C, cw, n_clusters, rng, n_reduce_trials, budget,
+                                       local_search, pool)
     t_polish = time.perf_counter()
     sample_iter = float(n) * n_clusters * d
     if polish_max_iter is None:
@@ -702,7 +707,7 @@ def kmeans_parallel(X, n_clusters, sample_weight, rng, *, oversampling_factor=2.
     info["polish_iter"] = 0
     if iters > 0:
         tol = _LLOYD_TOL * _total_variance(X, w)
-        centers, _, info["polish_iter"] = _lloyd(X, centers, w, iters, tol, n_threads)
+        centers, _, info["polish_iter"] = _lloyd(X, centers, w, iters, tol, pool)
         info["work"] += info["polish_iter"] * sample_iter
     info["seconds"] = {"rounds": t_reduce - t_start, "reduce": t_polish - t_reduce,
                        "polish": time.perf_counter() - t_polish}
