@@ -15,6 +15,7 @@ import dclust
 import dclust.runtime.client as rc
 from dclust.exceptions import ClusterConnectionError, DclustValueError
 from dclust.runtime.client import local_cluster_layout
+from dclust.runtime.threads import usable_cores
 from dclust.runtime.compute import compute_count, compute_graph
 
 
@@ -152,7 +153,15 @@ def test_local_cluster_layout_uses_every_core(cores):
 
 def test_local_cluster_layout_default():
     workers, threads = local_cluster_layout()
-    assert workers * threads == (os.cpu_count() or 1)
+    assert workers * threads == usable_cores()
+
+
+def test_local_cluster_layout_follows_the_cpu_affinity(monkeypatch):
+    # A container or taskset that gives this process 2 of the host's 64 cores: the
+    # embedded cluster runs 2 threads, not 64.
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3, 5})
+    assert local_cluster_layout() == (1, 2)
 
 
 @pytest.mark.parametrize("bad", [0, -4, 2.5, "8"])

@@ -21,6 +21,7 @@ import sys
 import threading
 
 from ..exceptions import ClusterConnectionError, DclustValueError
+from .threads import usable_cores
 
 __all__ = ["connect", "configured_address", "get_client", "local_cluster_layout", "make_security",
            "shutdown"]
@@ -40,11 +41,13 @@ def local_cluster_layout(n_cores: int | None = None) -> tuple[int, int]:
     dclust's kernels release the GIL and use one BLAS thread per worker thread, so
     threads scale inside one process; several processes only pay off on larger
     machines, where one process per four cores keeps memory allocators and the
-    scheduler's per-worker bookkeeping in check.
+    scheduler's per-worker bookkeeping in check. By default the cores this process may
+    run on (:func:`dclust.runtime.threads.usable_cores`: a ``taskset`` or a container's
+    CPU set, not every core of the host).
     """
     if n_cores is not None and (isinstance(n_cores, bool) or not isinstance(n_cores, int) or n_cores < 1):
         raise DclustValueError(f"n_cores={n_cores!r} must be a positive integer (or None for this machine's).")
-    n_cores = n_cores or os.cpu_count() or 1
+    n_cores = n_cores or usable_cores()
     workers = max(1, n_cores // 4)
     while n_cores % workers:
         workers -= 1
